@@ -1,0 +1,5 @@
+import sys
+
+from mibounds.cli import main
+
+sys.exit(main())
