@@ -147,15 +147,19 @@ def _js_fgan(s: Tensor) -> Tensor:
     """``(..., K, K) -> (...)``: the Jensen-Shannon f-GAN objective of Nowozin et al. 2016,
     ``mean_i -softplus(-s_ii) - mean_{i!=j} softplus(s_ij)``; only its gradient is used."""
     k = s.shape[-1]
-    off = off_diagonal_mask(k, device=s.device)
-    positive_term = -F.softplus(-_positives(s)).mean(-1)
-    negative_term = (F.softplus(s) * off).sum((-2, -1)) / (k * (k - 1))
-    return positive_term - negative_term
+    pos = _positives(s)
+    # sum over all pairs minus the diagonal: only the gradient of this is used, and that is exact
+    negative_term = (F.softplus(s).sum((-2, -1)) - F.softplus(pos).sum(-1)) / (k * (k - 1))
+    return -F.softplus(-pos).mean(-1) - negative_term
 
 
 def _straight_through(value: Tensor, gradient_surrogate: Tensor) -> Tensor:
-    """Report ``value`` while back-propagating the gradient of ``gradient_surrogate``."""
-    return gradient_surrogate + (value - gradient_surrogate).detach()
+    """Report ``value`` while back-propagating the gradient of ``gradient_surrogate``.
+
+    Written as ``value + (g - g.detach())`` rather than ``g + (value - g).detach()``: the
+    forward result is then ``value`` to the last bit, whatever the scale of ``g``.
+    """
+    return value.detach() + (gradient_surrogate - gradient_surrogate.detach())
 
 
 def js(scores: Tensor, *, validate_args: bool = True) -> Tensor:
@@ -173,7 +177,8 @@ def js(scores: Tensor, *, validate_args: bool = True) -> Tensor:
         ``(...)``.
     """
     s = check_scores(scores, validate_args=validate_args)
-    value = nwj(s + 1.0, validate_args=False)
+    with torch.no_grad():
+        value = nwj(s + 1.0, validate_args=False)
     return _checked_output(_straight_through(value, _js_fgan(s)), "js", validate_args)
 
 
@@ -193,7 +198,8 @@ def smile(scores: Tensor, clip: float = 5.0, *, validate_args: bool = True) -> T
     if not (isinstance(clip, (int, float)) and clip > 0):
         raise ValueError(f"clip must be a number > 0 (math.inf for none), got {clip!r}")
     s = check_scores(scores, validate_args=validate_args)
-    value = _positives(s).mean(-1) - _negatives_logmeanexp(s.clamp(-clip, clip))
+    with torch.no_grad():
+        value = _positives(s).mean(-1) - _negatives_logmeanexp(s.clamp(-clip, clip))
     return _straight_through(value, _js_fgan(s))
 
 
@@ -207,7 +213,7 @@ def _leave_one_out_logmeanexp(s: Tensor) -> Tensor:
     """
     k = s.shape[-1]
     lse = s.logsumexp(-1, keepdim=True)
-    at_max = F.one_hot(s.argmax(-1), k).bool()
+    at_max = torch.zeros_like(s, dtype=torch.bool).scatter_(-1, s.argmax(-1, keepdim=True), True)
     # the value at the max is replaced below; a safe stand-in keeps where()'s gradient finite
     d = (s - lse).masked_fill(at_max, -1.0)
     generic = lse + torch.log1p(-d.exp())
@@ -257,8 +263,9 @@ def interpolated(
         _leave_one_out_logmeanexp(s) + math.log(alpha),
         log_q.unsqueeze(-1) + math.log1p(-alpha),
     )
-    off = off_diagonal_mask(k, device=s.device)
-    joint = ((_positives(s).unsqueeze(-1) - log_m) * off).sum((-2, -1)) / (k * (k - 1))
+    # mean_{i!=j} (s_ii - log m_ij), with the off-diagonal sum taken as all minus diagonal
+    log_m_off = log_m.sum((-2, -1)) - _positives(log_m).sum(-1)
+    joint = _positives(s).mean(-1) - log_m_off / (k * (k - 1))
     marginal = _negatives_logmeanexp(s - _positives(log_m).unsqueeze(-1)).exp()
     return 1.0 + joint - marginal
 
@@ -331,9 +338,9 @@ class MINE(nn.Module):
                     else batch_log_mean
                 )
             self.steps += 1
-        surrogate = _positives(s).mean(-1) - (batch_log_mean - self.log_partition).exp()
-        value = _positives(s).mean(-1) - batch_log_mean
-        return _straight_through(value, surrogate)
+        positive = _positives(s).mean(-1)
+        surrogate = positive - (batch_log_mean - self.log_partition).exp()
+        return _straight_through(positive - batch_log_mean, surrogate)
 
 
 PAIRWISE: dict[str, Callable[..., Tensor]] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mibounds.harness import analytic
 from mibounds.harness import commands as harness_commands
 from mibounds.vision import commands as vision_commands
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate and maximise variational lower bounds on mutual information.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    analytic.register(sub)
     harness_commands.register(sub)
     vision_commands.register(sub)
     return parser
