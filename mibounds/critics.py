@@ -1,0 +1,230 @@
+"""Critics: batched score functions ``f(x, y)`` for the MI bounds, learned and analytic.
+
+Every critic (``shared/reference/bounds.md`` §1) maps
+
+- pairwise: ``x: (..., K, d), y: (..., K, d) -> scores: (..., K, K)``, ``scores[..., i, j] =
+  f(x_i, y_j)``, positives on the diagonal; leading dimensions are batch dimensions;
+- multi-view: ``x: (..., K, M, d) -> S: (..., K, M, K, M)``, ``S[..., i, a, j, b] =
+  f(x_{i,a}, x_{j,b})``: the pairwise critic on the ``K M`` flattened views, one batched call.
+
+Critics of Poole et al. 2019 (arXiv 1905.06922, §5): separable ``g(x)^T h(y)``, bilinear
+``x^T W y`` and concat ``MLP([x, y])``; plus the exact log density ratios of
+``mibounds.gaussian`` as critics, to test estimators without training.
+
+Forward passes have no data-dependent Python control flow (only shape checks), so R critics
+stacked with ``torch.func.stack_module_state`` run as one model under
+``torch.func.functional_call`` and ``torch.vmap``. Nothing assumes a device: parameters move with
+``.to(device)`` and every tensor is made from the inputs.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from mibounds._checks import check_at_least, check_choice, check_correlation, check_positive
+from mibounds.gaussian import (
+    _between_all_views,
+    _check_layout,
+    _check_pairs,
+    one_vs_rest_log_ratio,
+    pair_log_ratio,
+)
+
+__all__ = [
+    "CRITICS",
+    "SIMILARITIES",
+    "AnalyticOneVsRestCritic",
+    "AnalyticPairCritic",
+    "BilinearCritic",
+    "ConcatCritic",
+    "Critic",
+    "SeparableCritic",
+    "mlp",
+]
+
+SIMILARITIES = ("dot", "cosine")
+
+
+def mlp(
+    in_dim: int,
+    hidden_dim: int,
+    n_hidden: int,
+    out_dim: int,
+    activation: Callable[[], nn.Module] = nn.ReLU,
+) -> nn.Sequential:
+    """``n_hidden`` layers ``Linear -> activation`` of width ``hidden_dim``, then a ``Linear`` to
+    ``out_dim``: ``(..., in_dim) -> (..., out_dim)``. ``n_hidden = 0`` is one linear map."""
+    check_at_least(in_dim, 1, "in_dim")
+    check_at_least(hidden_dim, 1, "hidden_dim")
+    check_at_least(n_hidden, 0, "n_hidden")
+    check_at_least(out_dim, 1, "out_dim")
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(width, hidden_dim), activation()]
+        width = hidden_dim
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class Critic(nn.Module, abc.ABC):
+    """A pairwise critic ``f(x, y)``; subclasses implement :meth:`pairwise` on checked inputs.
+
+    ``forward(x, y)``: ``(..., K, d), (..., K, d) -> (..., K, K)``;
+    ``forward(x)``: ``(..., K, M, d) -> (..., K, M, K, M)``, ``S[i, a, j, b] = f(x_ia, x_jb)``.
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = None if dim is None else check_at_least(dim, 1, "dim")
+
+    @abc.abstractmethod
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        """``x, y: (..., K, d) -> (..., K, K)``, ``[..., i, j] = f(x_i, y_j)``; no checks."""
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Pairwise ``(..., K, K)`` scores of ``x, y: (..., K, d)``, or, without ``y``, the
+        multi-view ``(..., K, M, K, M)`` scores of ``x: (..., K, M, d)``."""
+        if y is None:
+            _check_layout(x, "x", ("K", "M", "d"))
+        else:
+            _check_pairs(x, y)
+        if self.dim is not None and x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} was built for d = {self.dim}, got inputs of shape "
+                f"{tuple(x.shape)} (d = {x.shape[-1]})"
+            )
+        if y is None:
+            return _between_all_views(self.pairwise, x)
+        return self.pairwise(x, y)
+
+
+class SeparableCritic(Critic):
+    """Separable critic ``f(x, y) = sim(g(x), h(y)) / temperature``; Poole et al. 2019, §5.
+
+    ``sim`` is the dot product or the cosine similarity (then ``|f| <= 1 / temperature``, the
+    SimCLR form); ``g`` and ``h`` are MLPs ``d -> embed_dim`` (one shared MLP if ``shared``).
+    Costs two encoder passes over K rows and one ``(K, D) @ (D, K)`` product.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        embed_dim: int = 32,
+        hidden_dim: int = 256,
+        n_hidden: int = 2,
+        shared: bool = False,
+        similarity: str = "dot",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(dim)
+        self.similarity = check_choice(similarity, SIMILARITIES, "similarity")
+        self.temperature = check_positive(temperature, "temperature")
+        self.shared = bool(shared)
+        self.g = mlp(dim, hidden_dim, n_hidden, embed_dim)
+        self.h = None if self.shared else mlp(dim, hidden_dim, n_hidden, embed_dim)
+
+    def embed_x(self, x: Tensor) -> Tensor:
+        """``(..., d) -> (..., D)``: the encoder ``g`` of the anchors (not normalised)."""
+        return self.g(x)
+
+    def embed_y(self, y: Tensor) -> Tensor:
+        """``(..., d) -> (..., D)``: the encoder ``h`` of the candidates (``g`` if shared)."""
+        return (self.g if self.h is None else self.h)(y)
+
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        gx, hy = self.embed_x(x), self.embed_y(y)
+        if self.similarity == "cosine":
+            gx, hy = nnf.normalize(gx, dim=-1), nnf.normalize(hy, dim=-1)
+        return (gx @ hy.mT) / self.temperature
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, shared={self.shared}, similarity={self.similarity!r}, "
+            f"temperature={self.temperature}"
+        )
+
+
+class BilinearCritic(Critic):
+    """Bilinear critic ``f(x, y) = x^T W y`` with a learned ``W: (d, d)``; Poole et al. 2019, §5.
+
+    ``W`` starts uniform in ``[-1/sqrt(d), 1/sqrt(d)]`` (``nn.Linear``'s range).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        bound = 1.0 / math.sqrt(dim)
+        self.weight = nn.Parameter(torch.empty(dim, dim).uniform_(-bound, bound))
+
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        return (x @ self.weight) @ y.mT
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class ConcatCritic(Critic):
+    """Concat critic ``f(x, y) = MLP([x, y])`` evaluated on all K^2 pairs; Poole et al. 2019, §5.
+
+    The pairs are a broadcast ``(..., K, K, 2d)`` tensor, so the cost is ``K^2`` MLP passes
+    (``(K M)^2`` in multi-view mode): the most expressive and the most expensive critic.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int = 256, n_hidden: int = 2) -> None:
+        super().__init__(dim)
+        self.net = mlp(2 * dim, hidden_dim, n_hidden, 1)
+
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        rows, cols = torch.broadcast_tensors(x.unsqueeze(-2), y.unsqueeze(-3))
+        return self.net(torch.cat([rows, cols], dim=-1)).squeeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class AnalyticPairCritic(Critic):
+    """The optimal critic on Gaussian pairs or equicorrelated views with correlation ``rho``:
+    ``f*(x, y) = log p(y | x) / p(y)`` (``mibounds.gaussian.pair_log_ratio``; bounds.md §4).
+
+    No parameters; works for any d. Multi-view mode gives ``multiview_log_ratio``.
+    """
+
+    def __init__(self, rho: float) -> None:
+        super().__init__()
+        self.rho = check_correlation(rho)
+
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        return pair_log_ratio(x, y, self.rho)
+
+    def extra_repr(self) -> str:
+        return f"rho={self.rho}"
+
+
+class AnalyticOneVsRestCritic(nn.Module):
+    """The optimal set critic on M equicorrelated views: ``forward(z: (..., K, M, d)) ->
+    F: (..., M, K, K)``, ``F[a, i, j] = log p(x_{i,a} | X_{j,\\a}) / p(x_{i,a})``
+    (``mibounds.gaussian.one_vs_rest_log_ratio``; bounds.md §4).
+    """
+
+    def __init__(self, rho: float) -> None:
+        super().__init__()
+        self.rho = check_correlation(rho, allow_negative=False)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return one_vs_rest_log_ratio(z, self.rho)
+
+    def extra_repr(self) -> str:
+        return f"rho={self.rho}"
+
+
+CRITICS: dict[str, type[Critic]] = {
+    "separable": SeparableCritic,
+    "bilinear": BilinearCritic,
+    "concat": ConcatCritic,
+}
