@@ -1,0 +1,465 @@
+"""Poly-view MI estimators and the poly-view contrastive training loss.
+
+K samples with M views each (Shidani et al. 2024, "Poly-View Contrastive Learning", ICLR,
+arXiv 2403.05490; ``shared/reference/bounds.md`` §3 and §6). Conventions:
+
+- ``S[..., i, a, j, b] = f(x_{i,a}, x_{j,b})``: a pairwise critic between every two views of
+  every two samples, shape ``(..., K, M, K, M)``; anchors are ``(i, a)``.
+- ``F[..., a, i, j] = F(x_{i,a}, X_{j,\\a})``: a set critic between one view and the *rest* of a
+  sample, shape ``(..., M, K, K)``.
+- Leading dimensions are batch dimensions; every estimator returns nats, of shape ``(...)``.
+
+The bounds use *same-view candidates*: for anchor ``(i, a)`` and target view ``b != a`` the K
+candidates are ``x_{j,b}, j = 1..K``. They are i.i.d. and exchangeable under the product of
+marginals, which is what makes the per-pair likelihood ratio
+
+    log r[i, a, b] = S[i, a, i, b] - logsumexp_j S[i, a, j, b] + log K
+
+average to one, and so every quantity here called a bound a lower bound (bounds.md §6). The
+training loss ``polyview_loss(..., negatives="all_views")`` uses every view of every other
+sample as a candidate; those candidates are correlated, so it is a loss and not a bound.
+
+All arithmetic runs in float32 at least (half precision is upcast), the diagonal ``a = b`` is
+excluded by masking with ``-inf`` or by indexing, and nothing loops over K, M or view pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from mibounds._checks import (
+    check_at_least,
+    check_choice,
+    check_finite,
+    check_positive,
+    compute_dtype,
+)
+from mibounds.bounds import infonce
+
+__all__ = [
+    "AGGREGATES",
+    "NEGATIVES",
+    "PolyViewLoss",
+    "arithmetic",
+    "geometric",
+    "multicrop",
+    "one_vs_rest",
+    "polyview_loss",
+    "set_scores",
+    "sufficient_statistics",
+]
+
+AGGREGATES = ("arithmetic", "geometric")
+NEGATIVES = ("all_views", "same_view")
+
+Bound = Callable[..., Tensor]
+PairCritic = Callable[[Tensor, Tensor], Tensor]
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def _check_poly_scores(S: Tensor, validate_args: bool, name: str = "S") -> Tensor:
+    """Check ``S: (..., K, M, K, M)`` with K, M >= 2 and upcast it to the compute dtype."""
+    if not isinstance(S, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(S).__name__}")
+    shape = tuple(S.shape)
+    if S.dim() < 4 or shape[-4] != shape[-2] or shape[-3] != shape[-1]:
+        raise ValueError(f"{name} must have shape (..., K, M, K, M), got shape {shape}")
+    if shape[-4] < 2:
+        raise ValueError(f"{name} needs K >= 2 samples, got K = {shape[-4]} (shape {shape})")
+    if shape[-3] < 2:
+        raise ValueError(f"{name} needs M >= 2 views, got M = {shape[-3]} (shape {shape})")
+    if validate_args:
+        check_finite(S, name)
+    return compute_dtype(S)
+
+
+def _check_views(z: Tensor, validate_args: bool, name: str = "z") -> Tensor:
+    """Check embeddings ``z: (..., K, M, D)`` with K, M >= 2 and upcast them."""
+    if not isinstance(z, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    shape = tuple(z.shape)
+    if z.dim() < 3:
+        raise ValueError(f"{name} must have shape (..., K, M, D), got shape {shape}")
+    if shape[-3] < 2:
+        raise ValueError(f"{name} needs K >= 2 samples, got K = {shape[-3]} (shape {shape})")
+    if shape[-2] < 2:
+        raise ValueError(f"{name} needs M >= 2 views, got M = {shape[-2]} (shape {shape})")
+    if validate_args:
+        check_finite(z, name)
+    return compute_dtype(z)
+
+
+def _check_estimate(value: Tensor, name: str, validate_args: bool) -> Tensor:
+    """Exp-type bounds (NWJ, TUBA) overflow to -inf on large negatives' scores: say so."""
+    if validate_args:
+        check_finite(value, f"{name} (the pairwise bound overflowed: scores too large)")
+    return value
+
+
+# --------------------------------------------------------------------- shared building blocks
+
+
+def _same_view(m: int, device: torch.device) -> Tensor:
+    """``(M, M)`` boolean mask, True on the excluded diagonal ``a == b``."""
+    return torch.eye(m, dtype=torch.bool, device=device)
+
+
+def _log_mask(keep: Tensor, dtype: torch.dtype) -> Tensor:
+    """``0`` where ``keep``, ``-inf`` elsewhere: added to scores, it drops candidates."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, -math.inf)
+
+
+def _reduce_other_views(x: Tensor, same_view: Tensor, aggregate: str, dim: int = -1) -> Tensor:
+    """Aggregate the target-view axis ``dim`` (b) over ``b != a``.
+
+    arithmetic: ``log mean_{b!=a} exp(x)``; geometric: ``mean_{b!=a} x``. ``same_view`` is the
+    diagonal mask, broadcastable to ``x`` with ``a`` and ``b`` on their axes.
+    """
+    m = x.shape[dim]
+    if aggregate == "arithmetic":
+        # an additive -inf mask costs one pass forward and none backward (masked_fill: two each)
+        return (x + _log_mask(~same_view, x.dtype)).logsumexp(dim) - math.log(m - 1)
+    return x.masked_fill(same_view, 0.0).sum(dim) / (m - 1)
+
+
+def _positives(S: Tensor) -> Tensor:
+    """``(..., K, M, K, M) -> (..., K, M, M)``: ``S[i, a, i, b]`` indexed ``[i, a, b]``."""
+    return S.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
+
+
+def _logsumexp_same_view(S: Tensor) -> Tensor:
+    """``(..., K, M, N, M) -> (..., K, M, M)``: ``logsumexp_j S[i, a, j, b]`` indexed ``[i, a, b]``.
+
+    The candidates j are made the contiguous axis first: on CPU a reduction over a strided axis
+    with a short inner axis (M) is 1.5-4x slower, forward + backward, than the copy it saves.
+    """
+    return S.transpose(-1, -2).contiguous().logsumexp(-1)
+
+
+def _same_view_cross_entropy(S: Tensor) -> Tensor:
+    """``(..., K, M, K, M) -> (..., K, M, M)``: per anchor ``(i, a)`` and target view ``b``,
+    ``CE[i, a, b] = logsumexp_j S[i, a, j, b] - S[i, a, i, b]`` (``log K - log r``)."""
+    return _logsumexp_same_view(S) - _positives(S)
+
+
+def _off_diagonal_view_pairs(s: Tensor) -> Tensor:
+    """``(..., K, M, K, M) -> (..., M - 1, M, K, K)``: the ``S[:, a, :, b]`` for ``a != b``.
+
+    One contiguous copy to ``(..., M*M, K, K)``; then, in the flattened ``(a, b)`` axis the
+    diagonal sits at multiples of ``M + 1``, so dropping entry 0 and viewing the other ``M^2 - 1``
+    as ``(M - 1, M + 1)`` puts every remaining diagonal entry in the last column. Slicing it off
+    is a view, and its backward a plain copy (advanced indexing's scatter-add is several times
+    slower).
+    """
+    m, k = s.shape[-1], s.shape[-2]
+    flat = s.movedim((-3, -1), (-4, -3)).reshape(*s.shape[:-4], m * m, k, k)
+    return flat[..., 1:, :, :].unflatten(-3, (m - 1, m + 1))[..., :m, :, :]
+
+
+# ------------------------------------------------------------------------------- estimators
+
+
+def multicrop(S: Tensor, bound: Bound = infonce, *, validate_args: bool = True) -> Tensor:
+    """Multi-Crop estimate of the pairwise MI ``I(x_a; x_b)``, in nats; Shidani et al. 2024, §2
+    (Prop 2.1: the same bound as one view pair, with lower variance).
+
+    ``I_MC = mean_{a != b} bound(S[:, a, :, b])``
+
+    With ``bound=infonce`` this equals ``geometric(S)`` to rounding, but it bounds the smaller
+    pairwise MI. Any pairwise estimator of ``mibounds.bounds`` (or a ``functools.partial`` of one)
+    can be plugged in; it is called once, on the M(M-1) view pairs stacked as
+    ``(..., M - 1, M, K, K)`` (so a stateful ``MINE`` needs ``batch_shape=(..., M - 1, M)``).
+
+    Args:
+        S: ``(..., K, M, K, M)`` poly-view scores, ``S[i, a, j, b] = f(x_{i,a}, x_{j,b})``.
+        bound: ``f(scores: (..., K, K), *, validate_args) -> (...)``.
+    Returns:
+        ``(...)``: the mean of ``bound`` over the ordered view pairs.
+    """
+    s = _check_poly_scores(S, validate_args)
+    value = bound(_off_diagonal_view_pairs(s), validate_args=False).mean((-2, -1))
+    return _check_estimate(value, "multicrop", validate_args)
+
+
+def _pvc(S: Tensor, aggregate: str, validate_args: bool) -> Tensor:
+    """``log K - CE = log r``, aggregated over the target views b != a, mean over anchors."""
+    s = _check_poly_scores(S, validate_args)
+    k, m = s.shape[-4], s.shape[-3]
+    same_view = _same_view(m, s.device)
+    per_anchor = _reduce_other_views(-_same_view_cross_entropy(s), same_view, aggregate)
+    return math.log(k) + per_anchor.mean((-2, -1))
+
+
+def arithmetic(S: Tensor, *, validate_args: bool = True) -> Tensor:
+    """Arithmetic PVC lower bound on the one-vs-rest MI ``I(x_a; X_{\\a})``, in nats;
+    Shidani et al. 2024, Arithmetic PVC (bounds.md §3, §6).
+
+    ``I_A = mean_{i,a} log( mean_{b!=a} r[i,a,b] )``,
+    ``log r[i,a,b] = S[i,a,i,b] - logsumexp_j S[i,a,j,b] + log K``;  ``I_A <= log K``.
+
+    A bound because NWJ with critic ``1 + log mean_b r_b`` is one and ``E[r_b] = 1`` for
+    same-view candidates. ``arithmetic(S) >= geometric(S)`` on every batch (Jensen).
+
+    Args:
+        S: ``(..., K, M, K, M)``.
+    Returns:
+        ``(...)``.
+    """
+    return _pvc(S, "arithmetic", validate_args)
+
+
+def geometric(S: Tensor, *, validate_args: bool = True) -> Tensor:
+    """Geometric PVC lower bound on the one-vs-rest MI ``I(x_a; X_{\\a})``, in nats;
+    Shidani et al. 2024, Geometric PVC (bounds.md §3, §6).
+
+    ``I_G = mean_{i,a} mean_{b!=a} log r[i,a,b]``  (``log r`` as in ``arithmetic``),
+    ``I_G <= I_A <= log K``. The same number as ``multicrop(S)``, reported against the larger
+    one-vs-rest MI.
+
+    Args:
+        S: ``(..., K, M, K, M)``.
+    Returns:
+        ``(...)``.
+    """
+    return _pvc(S, "geometric", validate_args)
+
+
+def set_scores(S: Tensor, aggregate: str = "arithmetic", *, validate_args: bool = True) -> Tensor:
+    """A set critic from a pairwise one: aggregate the scores against the rest of a sample;
+    Shidani et al. 2024 (the critics behind Arithmetic / Geometric PVC).
+
+    arithmetic: ``F[a,i,j] = log mean_{b!=a} exp S[i,a,j,b]``;
+    geometric:  ``F[a,i,j] = mean_{b!=a} S[i,a,j,b]``.
+
+    ``one_vs_rest(set_scores(S, ...))`` is a bound on ``I(x_a; X_{\\a})`` for every aggregate.
+    It is not ``arithmetic(S)``: that normalises every target view separately before averaging,
+    this aggregates the critic and normalises once.
+
+    Args:
+        S: ``(..., K, M, K, M)``.
+        aggregate: ``"arithmetic"`` or ``"geometric"``.
+    Returns:
+        ``F: (..., M, K, K)``.
+    """
+    check_choice(aggregate, AGGREGATES, "aggregate")
+    s = _check_poly_scores(S, validate_args)
+    m = s.shape[-1]
+    # one copy to (..., a, b, i, j): the reduction over b then runs over whole contiguous
+    # (K, K) blocks instead of over runs of M, and F comes out contiguous
+    by_view_pair = s.movedim((-3, -1), (-4, -3)).contiguous()
+    same_view = _same_view(m, s.device)[:, :, None, None]
+    return _reduce_other_views(by_view_pair, same_view, aggregate, dim=-3)
+
+
+def one_vs_rest(F: Tensor, bound: Bound = infonce, *, validate_args: bool = True) -> Tensor:
+    """One-vs-rest lower bound on ``I(x_a; X_{\\a})``, in nats; Shidani et al. 2024 (Thm 2.1 for
+    ``bound=nwj``: the generalized NWJ).
+
+    ``I_1vR = mean_a bound(F[a])``
+
+    Every pairwise bound carries over: it is applied to the pair ``(x_a, X_{\\a})`` with K i.i.d.
+    tuples (bounds.md §6).
+
+    Args:
+        F: ``(..., M, K, K)`` set scores, ``F[a, i, j] = F(x_{i,a}, X_{j,\\a})``.
+        bound: ``f(scores: (..., K, K), *, validate_args) -> (...)``.
+    Returns:
+        ``(...)``.
+    """
+    if not isinstance(F, Tensor):
+        raise ValueError(f"F must be a torch.Tensor, got {type(F).__name__}")
+    shape = tuple(F.shape)
+    if F.dim() < 3 or shape[-2] != shape[-1]:
+        raise ValueError(f"F must have shape (..., M, K, K), got shape {shape}")
+    if shape[-3] < 2:
+        raise ValueError(f"F needs M >= 2 views, got M = {shape[-3]} (shape {shape})")
+    if shape[-1] < 2:
+        raise ValueError(f"F needs K >= 2 samples, got K = {shape[-1]} (shape {shape})")
+    if validate_args:
+        check_finite(F, "F")
+    value = bound(compute_dtype(F), validate_args=False).mean(-1)
+    return _check_estimate(value, "one_vs_rest", validate_args)
+
+
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    return x @ y.transpose(-1, -2)
+
+
+def sufficient_statistics(
+    z: Tensor,
+    critic: PairCritic | None = None,
+    *,
+    normalize: bool = False,
+    bound: Bound = infonce,
+    validate_args: bool = True,
+) -> Tensor:
+    """Sufficient-statistics lower bound on ``I(x_a; X_{\\a})``, in nats; Shidani et al. 2024,
+    Thm 2.4 and Algorithm 2.
+
+    ``T[j,a] = mean_{b!=a} z[j,b]`` (optionally re-normalised to unit length),
+    ``F[a,i,j] = critic(z[i,a], T[j,a])``,  ``I_SS = one_vs_rest(F, bound)``.
+
+    A bound for any critic; tight when the critic is the optimal one and the rest enters it
+    only through its mean (as for equicorrelated Gaussians, bounds.md §4).
+
+    Args:
+        z: ``(..., K, M, D)`` embeddings (or data) of K samples with M views.
+        critic: ``(x: (..., K, D), y: (..., K, D)) -> (..., K, K)``, called once with the view
+            axis among the leading dims (``x, y: (..., M, K, D)``); default the dot product.
+        normalize: re-normalise ``T`` to unit length (for cosine-similarity embeddings).
+        bound: the pairwise bound passed to ``one_vs_rest``.
+    Returns:
+        ``(...)``.
+    """
+    x = _check_views(z, validate_args)
+    m = x.shape[-2]
+    rest = (x.sum(-2, keepdim=True) - x) / (m - 1)
+    if normalize:
+        rest = nnf.normalize(rest, dim=-1)
+    scores = (critic or _dot)(x.movedim(-2, -3), rest.movedim(-2, -3))
+    expected = (*x.shape[:-3], m, x.shape[-3], x.shape[-3])
+    if tuple(scores.shape) != expected:
+        raise ValueError(
+            f"critic must map x, y: (..., M, K, D) to (..., M, K, K) = {expected}, "
+            f"got shape {tuple(scores.shape)}"
+        )
+    return one_vs_rest(scores, bound, validate_args=validate_args)
+
+
+# ---------------------------------------------------------------------------- training loss
+
+
+def polyview_loss(
+    z: Tensor,
+    temperature: float = 0.1,
+    aggregate: str = "arithmetic",
+    negatives: str = "all_views",
+    *,
+    candidates: Tensor | None = None,
+    offset: int = 0,
+    validate_args: bool = True,
+) -> Tensor:
+    """Poly-view contrastive training loss (Shidani et al. 2024, Algorithm 1), to minimise.
+
+    Scores are cosine similarities over the temperature, ``S[i,a,j,b] = <z_ia, c_jb> / tau``
+    (unit-normalised), with anchors ``z`` and candidates ``c`` (default ``z``). For anchor
+    ``(i, a)`` and target view ``b != a``, ``CE[i,a,b] = -S[i,a,i,b] + logsumexp_{C(i,a,b)} S``:
+
+    - ``"all_views"``: ``C(i,a,b)`` = the positive ``(i, b)`` and every view of every other
+      sample, ``{(j, n): j != i}``; the anchor's other views are masked. At M = 2 this is
+      SimCLR's NT-Xent over 2K anchors with 2K - 1 candidates each. It is a loss, **not** a
+      bound: one negative sample's M views are correlated, so the candidates are not
+      exchangeable, and ``log(M(K-1) + 1) - loss`` can exceed the true MI (bounds.md §3).
+    - ``"same_view"``: ``C(i,a,b) = {(j, b)}``, the candidates of the bounds; without extra
+      candidates ``loss = log K - arithmetic(S)`` (or ``geometric(S)``), the cross-entropy form
+      of the bound; with N candidates, ``log N`` minus the same bound with N - K extra negatives.
+
+    Per anchor, geometric: ``L = mean_{b!=a} CE``; arithmetic: ``L = -log mean_{b!=a} e^{-CE}``.
+    ``loss = mean_{i,a} L[i,a]``, in nats. ``i`` stands for the anchor's own candidate row
+    ``offset + i`` throughout.
+
+    Args:
+        z: ``(..., K, M, D)`` anchor embeddings (need not be normalised).
+        temperature: ``tau > 0``.
+        aggregate: ``"arithmetic"`` or ``"geometric"``.
+        negatives: ``"all_views"`` or ``"same_view"``.
+        candidates: ``(..., N, M, D)`` candidate embeddings, e.g. gathered from every process;
+            default ``z``.
+        offset: anchor ``i``'s positive is ``candidates[offset + i]``.
+    Returns:
+        ``(...)``: the loss, a scalar for unbatched ``z``.
+    """
+    tau = check_positive(temperature, "temperature")
+    check_choice(aggregate, AGGREGATES, "aggregate")
+    check_choice(negatives, NEGATIVES, "negatives")
+    x = _check_views(z, validate_args)
+    c = x if candidates is None else _check_views(candidates, validate_args, "candidates")
+    k, m, d = x.shape[-3:]
+    n = c.shape[-3]
+    if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):
+        raise ValueError(
+            f"candidates must have shape (..., N, M, D) = {(*x.shape[:-3], 'N', m, d)} to match "
+            f"z {tuple(x.shape)}, got {tuple(c.shape)}"
+        )
+    check_at_least(offset, 0, "offset")
+    if offset + k > n:
+        raise ValueError(
+            f"offset + K must be <= N: the positives of the K = {k} anchors are candidates "
+            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
+        )
+    c = nnf.normalize(c, dim=-1)
+    # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores
+    anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
+    S = torch.einsum("...iad,...jbd->...iajb", anchors, c)
+    # the positives S[i, a, offset + i, b] straight from the embeddings: their gradient then
+    # skips the S-sized zero-filled buffer that indexing S would cost in the backward
+    pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
+    if negatives == "same_view":
+        ce = _logsumexp_same_view(S) - pos
+    else:
+        other = (
+            torch.arange(n, device=S.device) != offset + torch.arange(k, device=S.device)[:, None]
+        )
+        # logsumexp over every view of every other sample, then add the positive back
+        others = (S + _log_mask(other[:, None, :, None], S.dtype)).flatten(-2).logsumexp(-1)
+        ce = torch.logaddexp(others.unsqueeze(-1), pos) - pos
+    return -_reduce_other_views(-ce, _same_view(m, S.device), aggregate).mean((-2, -1))
+
+
+Gather = Callable[[Tensor], tuple[Tensor, int]]
+
+
+class PolyViewLoss(nn.Module):
+    """Poly-view contrastive loss as a module (``polyview_loss``, Shidani et al. 2024, Alg. 1).
+
+    Holds the temperature, aggregate and negatives, and an optional ``gather`` hook for
+    multi-process training: ``gather(z_local: (K, M, D)) -> (z_global: (N, M, D), offset)``,
+    with this process's samples at rows ``[offset, offset + K)`` of ``z_global``. Anchors are the
+    local rows, candidates the global ones; gradients reach other processes' rows only if the
+    hook's all-gather is differentiable.
+
+    With ``negatives="all_views"`` (the default, NT-Xent at M = 2) the value is a training loss,
+    **not** an MI bound: the M views of one negative sample are correlated candidates, which
+    breaks the exchangeability every contrastive bound needs, and ``log(M(K-1) + 1) - loss`` can
+    exceed the true MI. ``negatives="same_view"`` gives ``log N`` minus a bound.
+
+    ``forward(z: (..., K, M, D)) -> (...)``.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        aggregate: str = "arithmetic",
+        negatives: str = "all_views",
+        gather: Gather | None = None,
+    ) -> None:
+        super().__init__()
+        self.temperature = check_positive(temperature, "temperature")
+        self.aggregate = check_choice(aggregate, AGGREGATES, "aggregate")
+        self.negatives = check_choice(negatives, NEGATIVES, "negatives")
+        self.gather = gather
+
+    def forward(self, z: Tensor, *, validate_args: bool = True) -> Tensor:
+        candidates, offset = (None, 0) if self.gather is None else self.gather(z)
+        return polyview_loss(
+            z,
+            self.temperature,
+            self.aggregate,
+            self.negatives,
+            candidates=candidates,
+            offset=offset,
+            validate_args=validate_args,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, aggregate={self.aggregate!r}, "
+            f"negatives={self.negatives!r}, gather={self.gather is not None}"
+        )
