@@ -1,0 +1,424 @@
+"""Run and sweep configurations: frozen dataclasses, validated when built, loadable from TOML.
+
+A ``RunConfig`` is one training setting (objective, critic, data, optimisation); its R seeds
+train together as one batched model. A ``Sweep`` is a named union of grids of settings times a
+tuple of seeds. Every check runs when the configuration is built, so a bad grid fails before
+any training starts.
+
+TOML format (read with ``tomllib``; the grids of the papers' figures are in ``experiments/``)::
+
+    name = "my-sweep"                  # required
+    description = "..."                # optional
+    seeds = 4                          # a count (seeds 0..3) or a list of seeds
+
+    [run]                              # fixed for every setting; any RunConfig field
+    d = 1
+    rho = 0.9
+    critic = {name = "separable", hidden_dim = 64}
+    steps = 500
+
+    [grid]                             # axes; every combination is a setting
+    objective = ["multicrop", "arithmetic", {name = "eqco", alpha = 512}]
+    m = [2, 4, 8]
+
+    [quick]                            # optional overrides used with --quick
+    seeds = 2
+    run = {steps = 100}
+
+``[[grid]]`` (an array of tables) gives several grids whose union is the sweep; settings that
+appear twice run once. ``objective``, ``critic`` and ``source`` take a name or a table
+``{name = ..., **params}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mibounds._checks import check_at_least, check_correlation, check_positive
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
+
+__all__ = [
+    "Params",
+    "RunConfig",
+    "Sweep",
+    "check_params",
+    "load_sweep",
+    "parse_shard",
+    "sweep_from_dict",
+]
+
+Params = tuple[tuple[str, Any], ...]
+"""Keyword parameters frozen as sorted ``(name, value)`` pairs, so configs stay hashable."""
+
+_SCALARS = (bool, int, float, str)
+
+
+def freeze_params(params: Mapping[str, Any] | Params | None, what: str) -> Params:
+    """Sorted ``(name, value)`` pairs from a mapping; values must be TOML scalars."""
+    items = dict(params or ())
+    for key, value in items.items():
+        if not isinstance(key, str) or not isinstance(value, _SCALARS):
+            raise ValueError(
+                f"{what} parameters must map names to numbers, strings or booleans, "
+                f"got {key!r} = {value!r}"
+            )
+    return tuple(sorted(items.items()))
+
+
+def check_params(
+    what: str, params: Mapping[str, Any], defaults: Mapping[str, Any], required: Sequence[str] = ()
+) -> None:
+    """``params`` may only name keys of ``defaults`` or ``required``, and must give ``required``."""
+    allowed = [*defaults, *required]
+    for key in params:
+        if key not in allowed:
+            accepted = f"one of {sorted(allowed)}" if allowed else "no parameters"
+            raise ValueError(
+                f"{what} got unknown parameter {key!r}{_suggest(key, allowed)}; accepts {accepted}"
+            )
+    missing = [key for key in required if key not in params]
+    if missing:
+        raise ValueError(f"{what} needs parameter(s) {missing}, got {dict(params)}")
+
+
+def params_label(name: str, params: Params) -> str:
+    """``name(k=v, ...)``, or just ``name`` without parameters."""
+    if not params:
+        return name
+    shown = (f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params)
+    return f"{name}({', '.join(shown)})"
+
+
+def _suggest(key: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(given: Iterable[str], allowed: Sequence[str], where: str) -> None:
+    for key in given:
+        if key not in allowed:
+            raise ValueError(
+                f"unknown key {key!r} in {where}{_suggest(key, allowed)}; "
+                f"expected one of {sorted(allowed)}"
+            )
+
+
+def _check_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training setting; all fields are validated on construction.
+
+    Data: exactly one of ``rho`` (correlation in [0, 1)), ``mi`` (the pairwise MI in nats, which
+    fixes rho through ``rho_from_mi``) or ``mi_levels`` (Poole's staircase: the pairwise MI steps
+    through the levels, ``steps / len(mi_levels)`` steps each). ``m = None`` draws pairs (x, y)
+    of dimension ``d`` for the pairwise objectives; ``m >= 2`` draws M equicorrelated views for
+    the poly-view objectives.
+
+    Attributes:
+        objective: a name in ``mibounds.harness.objectives.OBJECTIVES``; its keyword parameters
+            (e.g. EqCo's ``alpha``) in ``objective_params``.
+        critic: a name in ``mibounds.critics.CRITICS``, built as
+            ``CRITICS[critic](d, **critic_params)``.
+        k: samples per batch K. d: data dimension. m: views per sample, or None for pairs.
+        steps: optimiser steps, a fresh batch each. lr: Adam's learning rate.
+        eval_batches: fresh held-out batches the final estimate is averaged over.
+        curve_every: the training curve keeps the mean estimate of every block of this many steps.
+        source: a name in ``mibounds.harness.data.SOURCES``, with ``source_params``.
+    """
+
+    objective: str
+    critic: str = "separable"
+    k: int = 64
+    d: int = 1
+    m: int | None = None
+    rho: float | None = None
+    mi: float | None = None
+    mi_levels: tuple[float, ...] = ()
+    steps: int = 1000
+    lr: float = 5e-4
+    eval_batches: int = 100
+    curve_every: int = 10
+    objective_params: Params = ()
+    critic_params: Params = ()
+    source: str = "gaussian"
+    source_params: Params = ()
+
+    def __post_init__(self) -> None:
+        from mibounds.harness.data import SOURCES
+        from mibounds.harness.objectives import OBJECTIVES, critic_class, objective_spec
+
+        set_ = object.__setattr__  # frozen: normalise the fields once, here
+        for name in ("k", "d", "steps", "eval_batches", "curve_every"):
+            minimum = 2 if name in ("k", "eval_batches") else 1
+            check_at_least(getattr(self, name), minimum, name)
+        if self.m is not None:
+            check_at_least(self.m, 2, "m (views per sample)")
+        set_(self, "lr", check_positive(self.lr, "lr"))
+        if self.curve_every > self.steps:
+            raise ValueError(f"curve_every must be <= steps = {self.steps}, got {self.curve_every}")
+        self._check_data(set_)
+        for name in ("objective_params", "critic_params", "source_params"):
+            set_(self, name, freeze_params(getattr(self, name), name.split("_")[0]))
+        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"unknown objective {self.objective!r}{_suggest(str(self.objective), OBJECTIVES)}; "
+                f"expected one of {sorted(OBJECTIVES)}"
+            )
+        spec = objective_spec(self.objective)
+        spec.check_params(dict(self.objective_params))
+        if spec.data == "pairs" and self.m is not None:
+            raise ValueError(
+                f"objective {self.objective!r} is pairwise: it takes pairs (x, y), not M views; "
+                f"got m = {self.m} (leave m unset)"
+            )
+        if spec.data == "views" and self.m is None:
+            raise ValueError(f"objective {self.objective!r} needs M >= 2 views per sample; set m")
+        critic_class(self.critic, dict(self.critic_params))
+        if self.source not in SOURCES:
+            raise ValueError(
+                f"unknown data source {self.source!r}{_suggest(str(self.source), SOURCES)}; "
+                f"expected one of {sorted(SOURCES)}"
+            )
+        SOURCES[self.source].check_params(dict(self.source_params))
+
+    def _check_data(self, set_: Any) -> None:
+        given = [n for n in ("rho", "mi", "mi_levels") if getattr(self, n) not in (None, ())]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of rho (correlation), mi (pairwise MI in nats) or mi_levels "
+                f"(a staircase), got {given or 'none'}"
+            )
+        if self.rho is not None:
+            set_(self, "rho", check_correlation(self.rho, allow_negative=False))
+        if self.mi is not None:
+            set_(self, "mi", check_positive(self.mi, "mi (nats)"))
+        if self.mi_levels:
+            levels = tuple(check_positive(v, "each of mi_levels (nats)") for v in self.mi_levels)
+            set_(self, "mi_levels", levels)
+            if self.steps % len(levels):
+                raise ValueError(
+                    f"steps = {self.steps} must be a multiple of the {len(levels)} mi_levels "
+                    "(equal steps per level)"
+                )
+
+    # ------------------------------------------------------------------ derived quantities
+
+    @property
+    def steps_per_level(self) -> int:
+        """Steps at each MI level (all steps when the MI is constant)."""
+        return self.steps // max(len(self.mi_levels), 1)
+
+    def rho_levels(self) -> tuple[float, ...]:
+        """The correlation of each data level in training order (one level unless a staircase)."""
+        from mibounds.gaussian import rho_from_mi
+
+        if self.rho is not None:
+            return (self.rho,)
+        levels = self.mi_levels or (self.mi,)
+        return tuple(rho_from_mi(mi, self.d) for mi in levels)
+
+    @property
+    def objective_label(self) -> str:
+        """``objective(param=value, ...)``, e.g. ``eqco(alpha=512)``."""
+        return params_label(self.objective, self.objective_params)
+
+    @property
+    def critic_label(self) -> str:
+        """``critic(param=value, ...)``, e.g. ``separable(hidden_dim=64)``."""
+        return params_label(self.critic, self.critic_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (parameters as dicts, tuples as lists)."""
+        out = dataclasses.asdict(self)
+        for name in ("objective_params", "critic_params", "source_params"):
+            out[name] = dict(getattr(self, name))
+        out["mi_levels"] = list(self.mi_levels)
+        return out
+
+    def key(self) -> str:
+        """A stable 16-hex-digit hash of every field: the identity of this setting."""
+        return _digest(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "run config") -> RunConfig:
+        """Build from TOML-style values: ``objective``/``critic``/``source`` may be a name or a
+        table ``{name = ..., **params}``; unknown keys are an error."""
+        values = dict(values)
+        for name in ("objective", "critic", "source"):
+            spec = values.get(name)
+            if isinstance(spec, Mapping):
+                spec = dict(spec)
+                if "name" not in spec:
+                    raise ValueError(f"{name} table in {where} needs a 'name', got {spec}")
+                values[name] = spec.pop("name")
+                values[f"{name}_params"] = {**dict(values.get(f"{name}_params", {})), **spec}
+        _check_keys(values, [f.name for f in dataclasses.fields(cls)], where)
+        if "objective" not in values:
+            raise ValueError(f"{where} needs an objective")
+        if isinstance(values.get("mi_levels"), list):
+            values["mi_levels"] = tuple(values["mi_levels"])
+        return cls(**values)
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A named set of settings times seeds; ``grid_hash`` identifies the whole grid.
+
+    A shard (``shard(i, n)``) keeps its parent's ``grid_hash`` so that the results of every part
+    of one grid can be concatenated and read as one file.
+    """
+
+    name: str
+    settings: tuple[RunConfig, ...]
+    seeds: tuple[int, ...]
+    description: str = ""
+    grid_hash: str = ""
+    shard_index: tuple[int, int] | None = None
+    base: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.settings:
+            raise ValueError(f"sweep {self.name!r} has an empty grid: no settings to run")
+        if not self.seeds:
+            raise ValueError(f"sweep {self.name!r} has no seeds")
+        for seed in self.seeds:
+            check_at_least(seed, 0, "each seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        if not self.grid_hash:
+            grid = {"settings": [s.key() for s in self.settings], "seeds": list(self.seeds)}
+            object.__setattr__(self, "grid_hash", _digest(grid))
+
+    @property
+    def n_runs(self) -> int:
+        """Settings x seeds."""
+        return len(self.settings) * len(self.seeds)
+
+    def shard(self, index: int, count: int) -> Sweep:
+        """Part ``index`` of ``count`` (0-based): every count-th setting, all its seeds."""
+        check_at_least(count, 1, "shard count")
+        if not isinstance(index, int) or not 0 <= index < count:
+            raise ValueError(f"shard index must lie in [0, {count}), got {index!r}")
+        part = self.settings[index::count]
+        if not part:
+            raise ValueError(
+                f"shard {index}/{count} of sweep {self.name!r} is empty: the grid has only "
+                f"{len(self.settings)} settings; use at most that many shards"
+            )
+        return dataclasses.replace(self, settings=part, shard_index=(index, count))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n`` (SLURM: ``--shard $SLURM_ARRAY_TASK_ID/n``)."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard i/n needs n >= 1 and 0 <= i < n, got {text!r}")
+    return index, count
+
+
+_SWEEP_KEYS = ("name", "description", "seeds", "run", "grid", "quick")
+_QUICK_KEYS = ("seeds", "run", "grid")
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_at_least(value, 1, "seeds (a count)")
+        return tuple(range(value))
+    if isinstance(value, list) and all(isinstance(s, int) for s in value):
+        return tuple(value)
+    raise ValueError(f"seeds must be a count (int >= 1) or a list of ints, got {value!r}")
+
+
+def _expand_grid(run: Mapping[str, Any], grid: Mapping[str, Any], where: str) -> list[RunConfig]:
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+    for key, values in axes.items():
+        if not values:
+            raise ValueError(f"axis {key!r} of {where} is an empty list: the grid is empty")
+    _check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(RunConfig)], where)
+    settings = []
+    for combo in itertools.product(*axes.values()):
+        point = dict(zip(axes, combo, strict=True))
+        try:
+            settings.append(RunConfig.from_dict({**run, **point}, where))
+        except (ValueError, TypeError) as err:
+            shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise ValueError(f"{where}, setting {shown or '(base)'}: {err}") from None
+    return settings
+
+
+def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str = "") -> Sweep:
+    """Build a ``Sweep`` from the TOML layout described in this module's docstring.
+
+    ``quick=True`` applies the ``[quick]`` overrides: its ``seeds``, its ``run`` values merged
+    over ``[run]``, and its ``grid`` in place of ``[grid]``.
+    """
+    where = source or "sweep config"
+    _check_keys(data, _SWEEP_KEYS, where)
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise ValueError(f"{where} needs a name (a non-empty string)")
+    if "seeds" not in data:
+        raise ValueError(f"{where} needs seeds (a count or a list)")
+    seeds, run, grid = data["seeds"], dict(data.get("run", {})), data.get("grid", {})
+    if quick:
+        overrides = data.get("quick")
+        if overrides is None:
+            raise ValueError(f"{where} has no [quick] table, so it has no quick version")
+        _check_keys(overrides, _QUICK_KEYS, f"[quick] of {where}")
+        seeds = overrides.get("seeds", seeds)
+        run.update(overrides.get("run", {}))
+        grid = overrides.get("grid", grid)
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids:
+        raise ValueError(f"{where} has an empty list of grids")
+    settings: dict[str, RunConfig] = {}
+    for n, table in enumerate(grids):
+        label = f"[grid] of {where}" if len(grids) == 1 else f"[[grid]] #{n + 1} of {where}"
+        for s in _expand_grid(run, table, label):
+            settings.setdefault(s.key(), s)
+    return Sweep(
+        name=data["name"],
+        settings=tuple(settings.values()),
+        seeds=_seeds(seeds),
+        description=str(data.get("description", "")),
+        base=run,
+    )
+
+
+def load_sweep(path: str | Path, *, quick: bool = False) -> Sweep:
+    """Read a sweep from a TOML file (format in this module's docstring)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"sweep config {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"sweep config {str(path)!r} is not valid TOML: {err}") from None
+    return sweep_from_dict(data, quick=quick, source=str(path))

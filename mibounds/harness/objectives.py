@@ -1,0 +1,269 @@
+"""Training objectives: every estimator of ``mibounds.bounds`` and ``mibounds.polyview`` as a
+function of a seed-batched critic and a batch.
+
+An objective is called as ``objective(critic, batch, *, validate_args) -> (R, ...)``: the
+estimate in nats for each of the R seeds (and any extra batch axes of ``batch``); training
+maximises it. ``critic(x, y=None)`` maps seed-stacked inputs to seed-stacked scores: pairs
+``(R, ..., K, d), (R, ..., K, d) -> (R, ..., K, K)``, views ``(R, ..., K, M, d) ->
+(R, ..., K, M, K, M)``. The estimator itself runs once on the stacked scores, outside any vmap.
+
+Objectives are stateless callables or stateful ``nn.Module``s (MINE's moving average here; a
+per-item state keyed by ``batch.indices`` for finite-dataset objectives). The trainer moves
+modules to the device and switches them to ``eval()`` for the held-out estimate.
+``register_objective`` adds new ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from mibounds import bounds, polyview
+from mibounds.harness.config import _suggest, check_params
+from mibounds.harness.data import Batch
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveSpec",
+    "build_critic",
+    "critic_class",
+    "objective_spec",
+    "register_objective",
+]
+
+BatchedCritic = Callable[..., Tensor]
+
+
+class Objective(Protocol):
+    """``objective(critic, batch, *, validate_args) -> (R, ...)`` estimate in nats."""
+
+    def __call__(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
+        """The estimate in nats, ``(R, ...)``; training maximises its sum over seeds."""
+        ...
+
+
+ObjectiveBuilder = Callable[[Mapping[str, Any], int], Objective]
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """How to build an objective and what it estimates.
+
+    Attributes:
+        data: ``"pairs"`` (takes (x, y), no M) or ``"views"`` (takes M >= 2 views).
+        target: the true MI the estimate is compared with: ``"pairwise"`` I(x; y) (or
+            I(x_a; x_b) for views) or ``"one_vs_rest"`` I(x_a; X_{\\a}).
+        build: ``build(params, n_seeds) -> Objective``.
+        defaults / required: the keyword parameters it accepts.
+        is_bound: ``is_bound(k, params)``, whether the estimate is a lower bound at batch size k.
+    """
+
+    name: str
+    data: str
+    target: str
+    build: ObjectiveBuilder
+    defaults: Mapping[str, Any]
+    required: tuple[str, ...] = ()
+    is_bound: Callable[[int, Mapping[str, Any]], bool] = lambda k, params: True
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        check_params(f"objective {self.name!r}", params, self.defaults, self.required)
+        if "bound" in params and params["bound"] not in bounds.PAIRWISE:
+            raise ValueError(
+                f"objective {self.name!r}: bound must be one of {sorted(bounds.PAIRWISE)}, "
+                f"got {params['bound']!r}"
+            )
+
+    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults overridden by ``given``."""
+        return {**self.defaults, **given}
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {}
+
+
+def register_objective(spec: ObjectiveSpec) -> ObjectiveSpec:
+    """Make ``RunConfig(objective=spec.name)`` train with ``spec``."""
+    if spec.data not in ("pairs", "views"):
+        raise ValueError(f"data must be 'pairs' or 'views', got {spec.data!r}")
+    if spec.target not in ("pairwise", "one_vs_rest"):
+        raise ValueError(f"target must be 'pairwise' or 'one_vs_rest', got {spec.target!r}")
+    OBJECTIVES[spec.name] = spec
+    return spec
+
+
+def objective_spec(name: str) -> ObjectiveSpec:
+    """``OBJECTIVES[name]``, or a ValueError that lists the known names."""
+    if name not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {name!r}{_suggest(name, OBJECTIVES)}; "
+            f"expected one of {sorted(OBJECTIVES)}"
+        )
+    return OBJECTIVES[name]
+
+
+# --------------------------------------------------------------------------- pairwise
+
+
+class PairwiseObjective:
+    """``estimator(critic(x, y))``: a pairwise bound on the ``(R, ..., K, K)`` scores."""
+
+    def __init__(self, estimator: Callable[..., Tensor]) -> None:
+        self.estimator = estimator
+
+    def __call__(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
+        return self.estimator(critic(batch.x, batch.y), validate_args=validate_args)
+
+
+class MineObjective(nn.Module):
+    """MINE (``bounds.MINE``) with one moving-average partition per seed while training; the
+    held-out estimate (``eval()``) is the DV value, which is MINE's value without the state."""
+
+    def __init__(self, momentum: float, n_seeds: int) -> None:
+        super().__init__()
+        self.mine = bounds.MINE(momentum, batch_shape=(n_seeds,))
+
+    def forward(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
+        scores = critic(batch.x, batch.y)
+        if self.training:
+            return self.mine(scores, validate_args=validate_args)
+        return bounds.dv(scores, validate_args=validate_args)
+
+
+def _pairwise(
+    name: str, defaults: Mapping[str, Any] | None = None, required: Sequence[str] = ()
+) -> None:
+    function = getattr(bounds, name)
+
+    def build(params: Mapping[str, Any], n_seeds: int) -> Objective:
+        return PairwiseObjective(functools.partial(function, **params) if params else function)
+
+    register_objective(
+        ObjectiveSpec(
+            name,
+            "pairs",
+            "pairwise",
+            build,
+            dict(defaults or {}),
+            tuple(required),
+            lambda k, params: bounds.is_bound(name, k, **params),
+        )
+    )
+
+
+for _name in ("infonce", "nwj", "dv", "js"):
+    _pairwise(_name)
+_pairwise("smile", {"clip": 5.0})
+_pairwise("interpolated", {"alpha": 0.01})
+_pairwise("eqco", required=("alpha",))
+register_objective(
+    ObjectiveSpec(
+        "mine",
+        "pairs",
+        "pairwise",
+        lambda params, n: MineObjective(params["momentum"], n),
+        {"momentum": 0.99},
+        is_bound=lambda k, params: False,
+    )
+)
+
+
+# ------------------------------------------------------------------------------ views
+
+
+class ViewsObjective:
+    """``estimator(critic(views))``: a poly-view bound on the ``(R, ..., K, M, K, M)`` scores."""
+
+    def __init__(self, estimator: Callable[..., Tensor]) -> None:
+        self.estimator = estimator
+
+    def __call__(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
+        return self.estimator(critic(batch.x), validate_args=validate_args)
+
+
+class SufficientStatisticsObjective:
+    """``polyview.sufficient_statistics`` on the raw views: the critic's pairwise form scores one
+    view against the mean of the sample's other views, ``F[a,i,j] = f(x_ia, mean_{b!=a} x_jb)``.
+    For equicorrelated Gaussians that mean is a sufficient statistic of the rest (bounds.md §4).
+    """
+
+    def __init__(self, normalize: bool, bound: Callable[..., Tensor]) -> None:
+        self.normalize = normalize
+        self.bound = bound
+
+    def __call__(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
+        return polyview.sufficient_statistics(
+            batch.x,
+            critic=critic,
+            normalize=self.normalize,
+            bound=self.bound,
+            validate_args=validate_args,
+        )
+
+
+register_objective(
+    ObjectiveSpec(
+        "multicrop",
+        "views",
+        "pairwise",
+        lambda params, n: ViewsObjective(
+            functools.partial(polyview.multicrop, bound=bounds.PAIRWISE[params["bound"]])
+        ),
+        {"bound": "infonce"},
+        is_bound=lambda k, params: bounds.is_bound(params.get("bound", "infonce"), k),
+    )
+)
+for _name in ("arithmetic", "geometric"):
+    register_objective(
+        ObjectiveSpec(
+            _name,
+            "views",
+            "one_vs_rest",
+            functools.partial(lambda fn, params, n: ViewsObjective(fn), getattr(polyview, _name)),
+            {},
+        )
+    )
+register_objective(
+    ObjectiveSpec(
+        "sufficient_statistics",
+        "views",
+        "one_vs_rest",
+        lambda params, n: SufficientStatisticsObjective(
+            params["normalize"], bounds.PAIRWISE[params["bound"]]
+        ),
+        {"normalize": False, "bound": "infonce"},
+        is_bound=lambda k, params: bounds.is_bound(params.get("bound", "infonce"), k),
+    )
+)
+
+
+# ---------------------------------------------------------------------------- critics
+
+
+def critic_class(name: str, params: Mapping[str, Any]) -> type[nn.Module]:
+    """The critic class ``CRITICS[name]``, after checking ``params`` against its signature
+    (every argument but the data dimension)."""
+    from mibounds.critics import CRITICS
+
+    if name not in CRITICS:
+        raise ValueError(
+            f"unknown critic {name!r}{_suggest(str(name), CRITICS)}; "
+            f"expected one of {sorted(CRITICS)}"
+        )
+    cls = CRITICS[name]
+    arguments = list(inspect.signature(cls).parameters.values())[1:]
+    defaults = {p.name: p.default for p in arguments if p.default is not inspect.Parameter.empty}
+    required = [p.name for p in arguments if p.default is inspect.Parameter.empty]
+    check_params(f"critic {name!r}", params, defaults, required)
+    return cls
+
+
+def build_critic(name: str, params: Mapping[str, Any], d: int) -> nn.Module:
+    """``CRITICS[name](d, **params)``."""
+    return critic_class(name, params)(d, **params)

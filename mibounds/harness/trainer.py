@@ -1,0 +1,279 @@
+"""Train a critic with any objective for R seeds at once, and evaluate the final estimate.
+
+The R seeds of one setting are one batched model: the R critics' parameters are stacked
+(``torch.func.stack_module_state``) and the critic is ``vmap``-ed over them with
+``functional_call``; the objective then runs once on the stacked scores. Adam is elementwise,
+so one Adam over the stacked parameters is R independent Adams, and the loss is the *sum* of
+the R estimates, so each seed's gradient is its own. With one generator per seed for the
+initialisation and the data (``data.derive_seed``), a seed trained beside others gives the
+same numbers as the seed trained alone, up to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+from tqdm.auto import tqdm
+
+import mibounds
+from mibounds.harness.config import RunConfig
+from mibounds.harness.data import SOURCES, derive_seed
+from mibounds.harness.objectives import build_critic, objective_spec
+
+__all__ = ["StackedCritic", "environment", "train", "true_mi"]
+
+
+class StackedCritic:
+    """R copies of one critic architecture with stacked parameters, called as one model.
+
+    ``critic(x, y=None)`` takes inputs with a leading seed axis of size R and returns the R
+    critics' scores stacked the same way: pairs ``(R, ..., K, d), (R, ..., K, d) ->
+    (R, ..., K, K)``; views ``(R, ..., K, M, d) -> (R, ..., K, M, K, M)``.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], device: torch.device | str = "cpu") -> None:
+        modules = [m.to(device) for m in modules]
+        self.params, self.buffers = stack_module_state(modules)
+        # the template only carries the architecture; the parameters come from the stacks
+        self.base = copy.deepcopy(modules[0]).to("meta")
+        self.size = len(modules)
+
+    def _call(self, params: dict, buffers: dict, *inputs: Tensor) -> Tensor:
+        return functional_call(self.base, (params, buffers), inputs)
+
+    def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        inputs = (x,) if y is None else (x, y)
+        return torch.vmap(self._call)(self.params, self.buffers, *inputs)
+
+    def parameters(self) -> list[Tensor]:
+        """The stacked parameters (leading axis R), for the optimiser."""
+        return list(self.params.values())
+
+    def module(self, r: int) -> nn.Module:
+        """The trained critic of seed index ``r`` as an ordinary module (a copy)."""
+        module = copy.deepcopy(self.base).to_empty(device=next(iter(self.params.values())).device)
+        state = {k: v[r].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
+        module.load_state_dict(state)
+        return module
+
+
+def init_critic(config: RunConfig, seed: int) -> nn.Module:
+    """The critic of ``seed`` at initialisation, from its own random stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return build_critic(config.critic, dict(config.critic_params), config.d)
+
+
+def true_mi(config: RunConfig) -> dict[str, float]:
+    """The true MIs of the final data level, in nats: ``pairwise`` I(x; y) (or I(x_a; x_b)),
+    ``one_vs_rest`` I(x_a; X_{\\a}) (views only, else NaN) and ``target``, the one the
+    objective estimates."""
+    from mibounds.gaussian import mi_from_rho, one_vs_rest_mi
+
+    rho = config.rho_levels()[-1]
+    out = {
+        "pairwise": mi_from_rho(rho, config.d),
+        "one_vs_rest": math.nan if config.m is None else one_vs_rest_mi(rho, config.d, config.m),
+    }
+    out["target"] = out[objective_spec(config.objective).target]
+    return out
+
+
+@functools.cache
+def _git_commit() -> str:
+    """The checkout's commit, with ``+uncommitted`` if the package or experiments differ from it
+    (new files included: ``git describe --dirty`` would miss those)."""
+    root = Path(mibounds.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--", "mibounds", "experiments")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+uncommitted" if changed else "")
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    """Where a run ran: versions, device, threads, host and the git commit of the code."""
+    return {
+        "torch_version": torch.__version__,
+        "mibounds_version": mibounds.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "git_commit": _git_commit(),
+    }
+
+
+# memory guard for held-out evaluation: score entries per evaluated piece
+_EVAL_SCORES = 2**16
+# held-out batches drawn per call; fixed by the config alone so that draws (and so results)
+# do not depend on how many seeds train together
+_EVAL_DRAW = 50
+
+
+def _evaluate(objective: Any, critic: StackedCritic, source: Any, config: RunConfig) -> Tensor:
+    """``(R, eval_batches)`` estimates on held-out batches, the critic frozen."""
+    r = critic.size
+    per_batch = (config.k * (config.m or 1)) ** 2
+    piece = max(1, _EVAL_SCORES // (r * per_batch))
+    values = []
+    with torch.no_grad():
+        for start in range(0, config.eval_batches, _EVAL_DRAW):
+            batch = source.eval_batches(min(_EVAL_DRAW, config.eval_batches - start))
+            n = batch.x.shape[1]
+            for lo in range(0, n, piece):
+                part = type(batch)(
+                    **{
+                        name: None if t is None else t[:, lo : lo + piece]
+                        for name, t in vars(batch).items()
+                    }
+                )
+                values.append(objective(critic, part, validate_args=False))
+    out = torch.cat(values, dim=1)
+    if out.shape != (r, config.eval_batches):
+        raise ValueError(
+            f"objective {config.objective!r} returned held-out estimates of shape "
+            f"{tuple(out.shape)}, expected (R, batches) = {(r, config.eval_batches)}"
+        )
+    return out
+
+
+def train(
+    config: RunConfig,
+    seeds: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    validate_args: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``config``'s critic for every seed in ``seeds`` as one batched model; one record each.
+
+    Training: ``config.steps`` Adam steps maximising the objective's estimate on a fresh batch
+    each step. The first step runs with the estimators' ``validate_args`` (shapes and finite
+    scores); after that a seed whose estimate stops being finite is recorded as diverged
+    (``diverged_step``) rather than stopping the other seeds.
+    Evaluation: the final critic, frozen, on ``config.eval_batches`` held-out batches.
+
+    Returns:
+        One dict per seed, in ``seeds`` order: ``extra``, the config's fields, ``seed``,
+        ``estimate_mean`` / ``estimate_sd`` (nats, over held-out batches), ``mi_pairwise``,
+        ``mi_one_vs_rest``, ``true_mi`` (the MI the objective estimates), ``gap = true_mi -
+        estimate_mean``, ``relative_mi = true_mi / estimate_mean`` (and both against the
+        one-vs-rest MI for views), ``is_bound``, ``log_k``, ``diverged_step``, the training
+        curve ``curve_step`` / ``curve_estimate`` (block means over ``curve_every`` steps),
+        ``wall_time_s`` (of the batched group), ``batched_seeds`` and the environment.
+    """
+    seeds = tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {list(seeds)}")
+    device = torch.device(device)
+    r = len(seeds)
+    started = time.perf_counter()
+    spec = objective_spec(config.objective)
+    params = spec.params(dict(config.objective_params))
+    objective = spec.build(params, r)
+    if isinstance(objective, nn.Module):
+        objective.to(device).train()
+    critic = StackedCritic([init_critic(config, s) for s in seeds], device)
+    source = SOURCES[config.source].build(config, seeds, device)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr)
+
+    block_sum = torch.zeros(r, device=device)
+    block_steps, curve, curve_steps = 0, [], []
+    diverged = torch.full((r,), -1, dtype=torch.long, device=device)
+    label = f"{config.objective_label} K={config.k}" + (f" M={config.m}" if config.m else "")
+    for step in tqdm(
+        range(config.steps), desc=f"{label} x{r}", leave=False, disable=not progress, mininterval=1
+    ):
+        estimate = objective(
+            critic, source.train_batch(step), validate_args=validate_args and step == 0
+        )
+        if step == 0 and estimate.shape != (r,):
+            raise ValueError(
+                f"objective {config.objective!r} returned shape {tuple(estimate.shape)}, "
+                f"expected one estimate per seed, ({r},)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        (-estimate.sum()).backward()
+        optimizer.step()
+        value = estimate.detach()
+        diverged = torch.where((diverged < 0) & ~torch.isfinite(value), step, diverged)
+        block_sum += value
+        block_steps += 1
+        if block_steps == config.curve_every or step == config.steps - 1:
+            curve.append(block_sum / block_steps)
+            curve_steps.append(step + 1)
+            block_sum = torch.zeros_like(block_sum)
+            block_steps = 0
+
+    if isinstance(objective, nn.Module):
+        objective.eval()
+    held_out = _evaluate(objective, critic, source, config)
+    wall = time.perf_counter() - started
+
+    truth = true_mi(config)
+    curve_values = torch.stack(curve, dim=1).cpu().tolist()
+    means = held_out.mean(1).cpu().tolist()
+    sds = held_out.std(1).cpu().tolist()
+    diverged_at = diverged.cpu().tolist()
+    shared = {
+        **(extra or {}),
+        **config.to_dict(),
+        "objective_label": config.objective_label,
+        "critic_label": config.critic_label,
+        "data": spec.data,
+        "target": spec.target,
+        "is_bound": bool(spec.is_bound(config.k, params)),
+        "rho_final": config.rho_levels()[-1],
+        "log_k": math.log(config.k),
+        "mi_pairwise": truth["pairwise"],
+        "mi_one_vs_rest": truth["one_vs_rest"],
+        "true_mi": truth["target"],
+        "setting_key": config.key(),
+        "wall_time_s": wall,
+        "batched_seeds": r,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "pid": os.getpid(),
+        **environment(device),
+    }
+    records = []
+    for i, seed in enumerate(seeds):
+        mean = means[i]
+        records.append(
+            {
+                **shared,
+                "seed": seed,
+                "run_key": f"{shared['setting_key']}/{seed}",
+                "estimate_mean": mean,
+                "estimate_sd": sds[i],
+                "gap": truth["target"] - mean,
+                "relative_mi": truth["target"] / mean if mean else math.nan,
+                "gap_one_vs_rest": truth["one_vs_rest"] - mean,
+                "relative_mi_one_vs_rest": truth["one_vs_rest"] / mean if mean else math.nan,
+                "diverged_step": None if diverged_at[i] < 0 else diverged_at[i],
+                "curve_step": curve_steps,
+                "curve_estimate": curve_values[i],
+            }
+        )
+    return records

@@ -1,0 +1,268 @@
+"""Figures of harness results (``mibounds.harness.results.load_results`` frames), with seaborn.
+
+Every figure shows the mean over seeds with a +-1 sd band, reference lines for the true MI
+and the InfoNCE ceiling log K, and axes labelled with their units (MI in nats). Functions
+return a matplotlib ``Figure``; ``save`` writes it. Nothing here trains or reads files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from mibounds.harness.results import curves
+
+__all__ = [
+    "AXIS_LABELS",
+    "critic_column",
+    "curves_panel",
+    "facet_figure",
+    "metric_panel",
+    "polyview_figure",
+    "results_figure",
+    "save",
+    "staircase_figure",
+]
+
+AXIS_LABELS = {
+    "m": "M (views per sample)",
+    "k": "K (samples per batch)",
+    "rho": "rho (correlation between views)",
+    "mi": "true pairwise MI (nats)",
+    "d": "d (data dimension)",
+    "steps": "training steps",
+    "lr": "learning rate",
+    "step": "training step",
+    "estimate_mean": "estimate (nats)",
+    "gap": "gap = true MI - estimate (nats)",
+    "relative_mi": "relative MI = true MI / estimate",
+    "gap_one_vs_rest": "gap to one-vs-rest MI (nats)",
+    "relative_mi_one_vs_rest": "one-vs-rest MI / estimate",
+    "loss": "training loss = -estimate (nats)",
+    "estimate": "estimate (nats)",
+}
+_HUE = "objective_label"
+
+
+def _label(name: str) -> str:
+    return AXIS_LABELS.get(name, name)
+
+
+def metric_panel(
+    ax: plt.Axes,
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    hue: str = _HUE,
+    style: str | None = None,
+    log_x: bool = False,
+) -> plt.Axes:
+    """``y`` against ``x``: the mean over seeds with a +-1 sd band, one line per ``hue`` (each
+    with its own dashes and marker, so lines that coincide stay visible)."""
+    sns.lineplot(
+        data=frame,
+        x=x,
+        y=y,
+        hue=hue,
+        style=style or hue,
+        errorbar="sd",
+        markers=True,
+        dashes=True,
+        err_style="band",
+        ax=ax,
+    )
+    if log_x:
+        ax.set_xscale("log", base=2)
+    values = sorted(frame[x].unique())
+    if len(values) <= 8:
+        ax.set_xticks(values)
+        ax.set_xticklabels([f"{v:g}" for v in values])
+        ax.minorticks_off()
+    if y.startswith("relative_mi"):
+        ax.axhline(1.0, color="0.3", lw=0.8, ls=":", label="tight (ratio 1)")
+    if y.startswith("gap"):
+        ax.axhline(0.0, color="0.3", lw=0.8, ls=":", label="tight (gap 0)")
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y))
+    return ax
+
+
+def _reference_lines(ax: plt.Axes, frame: pd.DataFrame, x: str) -> None:
+    """True MIs (and log K) against ``x``, dashed, from the frame's per-setting columns."""
+    per_x = frame.groupby(x)[["mi_pairwise", "mi_one_vs_rest", "log_k"]].first().reset_index()
+    ax.plot(per_x[x], per_x["mi_pairwise"], "k--", lw=1, label="true pairwise MI")
+    if per_x["mi_one_vs_rest"].notna().any():
+        ax.plot(per_x[x], per_x["mi_one_vs_rest"], "k-", lw=1.5, label="true one-vs-rest MI")
+    ax.plot(per_x[x], per_x["log_k"], color="tab:red", ls=":", lw=1, label="log K")
+
+
+def curves_panel(
+    ax: plt.Axes,
+    frame: pd.DataFrame,
+    y: str = "loss",
+    *,
+    hue: str = _HUE,
+    span: float | None = None,
+) -> plt.Axes:
+    """Training curves (block means) against the step; ``span``: EMA span in steps, if any."""
+    long = curves(frame)
+    if span:
+        every = float(frame["curve_every"].iloc[0])
+        long[y] = long.groupby("run_key", sort=False)[y].transform(
+            lambda s: s.ewm(span=max(span / every, 1.0)).mean()
+        )
+    sns.lineplot(data=long, x="step", y=y, hue=hue, style=hue, errorbar="sd", ax=ax)
+    ax.set_xlabel(_label("step"))
+    ax.set_ylabel(_label(y))
+    return ax
+
+
+def _finish(fig: Figure, axes: Sequence[plt.Axes], title: str) -> Figure:
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.legend(
+        [handles[lab] for lab in labels],
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 5),
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / 5), 1, 0.97))
+    return fig
+
+
+def polyview_figure(frame: pd.DataFrame, *, loss_m: int, title: str = "") -> Figure:
+    """The four panels of Shidani et al. 2024, Figure 2, against M: (a) the true one-vs-rest
+    MI, (b) the gap and (c) the relative MI to it, (d) training losses at ``M = loss_m``."""
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
+    per_m = frame.groupby("m")[["mi_one_vs_rest", "mi_pairwise", "log_k"]].first().reset_index()
+    ax = axes[0]
+    ax.plot(per_m["m"], per_m["mi_one_vs_rest"], "k-o", label="true one-vs-rest MI")
+    ax.plot(per_m["m"], per_m["mi_pairwise"], "k--", lw=1, label="true pairwise MI")
+    ax.plot(per_m["m"], per_m["log_k"], color="tab:red", ls=":", lw=1, label="log K")
+    ax.set_xlabel(_label("m"))
+    ax.set_ylabel("true MI (nats)")
+    ax.set_xticks(per_m["m"])
+    ax.set_title("(a) true one-vs-rest MI")
+    metric_panel(axes[1], frame, "m", "gap_one_vs_rest").set_title("(b) gap to one-vs-rest MI")
+    metric_panel(axes[2], frame, "m", "relative_mi_one_vs_rest").set_title("(c) relative MI")
+    at_m = frame[frame["m"] == loss_m]
+    curves_panel(axes[3], at_m)
+    axes[3].axhline(
+        -float(at_m["mi_one_vs_rest"].iloc[0]), color="k", lw=1.5, label="true one-vs-rest MI"
+    )
+    axes[3].axhline(
+        -float(at_m["mi_pairwise"].iloc[0]), color="k", ls="--", lw=1, label="true pairwise MI"
+    )
+    axes[3].set_title(f"(d) training losses, M = {loss_m} (lines: -true MI)")
+    return _finish(fig, axes, title)
+
+
+def facet_figure(
+    frame: pd.DataFrame,
+    x: str,
+    facet: str,
+    *,
+    metrics: Sequence[str] = ("gap_one_vs_rest", "relative_mi_one_vs_rest"),
+    title: str = "",
+) -> Figure:
+    """A grid of panels: one row per metric, one column per value of ``facet`` (e.g. the gap
+    and relative MI against M, for each K); y axes are shared along a row."""
+    values = sorted(frame[facet].unique())
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(values),
+        figsize=(4.2 * len(values), 3.6 * len(metrics)),
+        squeeze=False,
+        sharey="row",
+    )
+    for row, metric in zip(axes, metrics, strict=True):
+        for ax, value in zip(row, values, strict=True):
+            metric_panel(ax, frame[frame[facet] == value], x, metric)
+            ax.set_title(f"{_label(facet).split(' (')[0]} = {value:g}")
+    return _finish(fig, list(axes.flat), title)
+
+
+def critic_column(frame: pd.DataFrame) -> str:
+    """``"critic"`` (the names) when they tell the runs' critics apart, else ``"critic_label"``
+    (names with parameters)."""
+    same = frame["critic"].nunique() == frame["critic_label"].nunique()
+    return "critic" if same else "critic_label"
+
+
+def staircase_figure(frame: pd.DataFrame, *, span: float = 200.0, title: str = "") -> Figure:
+    """Poole et al. 2019's staircase: one panel per estimator, the per-step training estimate
+    smoothed by an EMA of ``span`` steps, one line per critic, against the true MI and log K."""
+    names = list(dict.fromkeys(frame["objective_label"]))
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
+    first = frame.iloc[0]
+    levels = list(first["mi_levels"])
+    per_level = int(first["steps"]) // len(levels)
+    steps = np.arange(1, int(first["steps"]) + 1)
+    truth = np.repeat(levels, per_level)
+    flat = list(axes.flat)
+    hue = critic_column(frame)
+    for ax, name in zip(flat, names, strict=False):
+        curves_panel(ax, frame[frame["objective_label"] == name], "estimate", hue=hue, span=span)
+        ax.plot(steps, truth, color="k", lw=1.2, label="true MI")
+        ax.axhline(float(first["log_k"]), color="tab:red", ls=":", lw=1, label="log K")
+        ax.set_ylim(-1, max(levels) + 2)
+        ax.set_title(name)
+    for ax in flat[len(names) :]:
+        ax.set_visible(False)
+    return _finish(fig, flat[: len(names)], title)
+
+
+_AXES = ("m", "k", "rho", "mi", "d", "steps", "lr")
+
+
+def results_figure(frame: pd.DataFrame, *, title: str = "") -> Figure:
+    """A figure for any sweep: the staircase if the runs have one, else the estimate (with the
+    true MIs and log K), the gap and the relative MI against the first grid axis that varies
+    (M, K, rho, MI, ...; a second one becomes the line style), plus the training curves."""
+    if frame["mi_levels"].map(len).gt(0).all():
+        return staircase_figure(frame, title=title)
+    varying = [a for a in _AXES if a in frame and frame[a].nunique(dropna=False) > 1]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    if varying:
+        x, style = varying[0], (varying[1] if len(varying) > 1 else None)
+        log_x = x == "k"
+        metric_panel(axes[0], frame, x, "estimate_mean", style=style, log_x=log_x)
+        _reference_lines(axes[0], frame, x)
+        metric_panel(axes[1], frame, x, "gap", style=style, log_x=log_x)
+        metric_panel(axes[2], frame, x, "relative_mi", style=style, log_x=log_x)
+    else:
+        for ax, y in zip(axes[:3], ("estimate_mean", "gap", "relative_mi"), strict=True):
+            sns.barplot(data=frame, x=_HUE, y=y, errorbar="sd", ax=ax)
+            ax.set_ylabel(_label(y))
+            ax.tick_params(axis="x", rotation=30)
+        axes[0].axhline(float(frame["true_mi"].iloc[0]), color="k", lw=1, label="true MI")
+    curves_panel(axes[3], frame)
+    return _finish(fig, axes, title)
+
+
+def save(fig: Figure, path: str | Path, *, dpi: int = 130) -> Path:
+    """Write ``fig`` (format from the suffix) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
