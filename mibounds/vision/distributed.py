@@ -1,0 +1,136 @@
+"""Multi-process training helpers: process-group set-up from ``torchrun``'s environment, and a
+differentiable all-gather so that negatives span the global batch.
+
+Gradients through the gather. Process r computes a loss ``L_r`` from its own anchors and every
+process's embeddings. Its backward gives ``dL_r / dz_s`` for every process s; ``all_gather``'s
+backward sums these over r (an all-reduce of the gathered gradient, then each process keeps its
+rows), so process s holds ``sum_r dL_r / dz_s``. DistributedDataParallel then averages the
+parameter gradients over the W processes, which is the gradient of ``mean_r L_r``: with ``L_r``
+the mean over local anchors, exactly the single-process loss on the global batch. (A loss every
+process computes in full on the gathered batch, ``L_r = L``, gets ``W dL/dz_s`` and, after the
+average, ``dL/dtheta`` again.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+Gather = Callable[[Tensor], tuple[Tensor, int]]
+
+__all__ = [
+    "DistEnv",
+    "Gather",
+    "all_gather_with_grad",
+    "gather_hook",
+    "init_distributed",
+    "resolve_device",
+    "shutdown",
+]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job: ``rank`` of ``world_size``, on ``device``;
+    ``owns_group`` when ``init_distributed`` created the process group (and so ends it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT`` in the environment), or run as one process.
+
+    The backend is NCCL on CUDA and gloo on CPU. A group that is already initialised (tests
+    spawning their own processes) is used as it is.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world == 1 and not dist.is_initialized():
+        return DistEnv(device=dev)
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group)
+
+
+def shutdown(env: DistEnv) -> None:
+    """Leave the process group if ``init_distributed`` created it."""
+    if env.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _AllGather(torch.autograd.Function):
+    """Concatenate every process's ``(K, ...)`` tensor along dim 0; backward: all-reduce the
+    gradient (sum over processes) and keep this process's rows. Works on gloo, which has no
+    reduce-scatter."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:  # type: ignore[override]
+        world, rank = dist.get_world_size(), dist.get_rank()
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t.contiguous())
+        ctx.rows = (rank * t.shape[0], t.shape[0])
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start, rows = ctx.rows
+        return grad[start : start + rows]
+
+
+def all_gather_with_grad(t: Tensor) -> tuple[Tensor, int]:
+    """``t: (K, ...)`` on each of W processes -> ``((W K, ...), offset = rank K)``.
+
+    Every process must pass the same shape (the trainer's batches all have K / W items).
+    Differentiable for floating tensors (see the module docstring for the gradient); integer
+    tensors (dataset indices) are gathered as they are.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return t, 0
+    offset = dist.get_rank() * t.shape[0]
+    if t.is_floating_point() and t.requires_grad:
+        return _AllGather.apply(t), offset
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts), offset
+
+
+def gather_hook(env: DistEnv) -> Gather | None:
+    """The ``gather`` hook an objective gets: ``all_gather_with_grad`` in a multi-process job,
+    ``None`` (no gathering) in a single process."""
+    return all_gather_with_grad if env.distributed else None

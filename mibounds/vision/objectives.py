@@ -1,0 +1,368 @@
+"""Training objectives for the image trainer: a registry of losses on multi-view embeddings.
+
+Every objective is an ``nn.Module`` with ``forward(z: (K, M, D), indices: (K,)) -> ()``, the
+loss to minimise for K images with M views each (``indices`` are the images' dataset indices, for
+objectives with per-item state; the others ignore them). Its ``state_dict`` goes into the
+checkpoint. ``OBJECTIVES`` maps a name to an ``Objective``: a builder, its extra
+hyperparameters (each becomes a ``--flag`` of ``mibounds vision train``) and the view counts it
+accepts. Adding one is a few lines::
+
+    register("barlow-multiview", lambda ctx, beta: EmbeddingLoss(
+        MultiViewBarlowLoss(beta), ctx.gather, global_batch=True), "...", params={"beta": 0.0051})
+
+Scores are cosine similarities over the temperature, ``S[i,a,j,b] = <z_ia, z_jb> / tau`` with
+unit-normalised embeddings.
+
+Multi-process training: a builder gets ``ctx.gather`` (``None`` in one process). Losses over
+local anchors and gathered candidates take it directly (``PolyViewLoss``); losses that need the
+whole ``(K, M, K, M)`` score tensor are wrapped in ``EmbeddingLoss(..., global_batch=True)``,
+which computes them on the gathered batch in every process; both give the single-process
+gradient (``distributed`` module docstring).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from mibounds import polyview
+from mibounds._checks import check_positive, compute_dtype
+from mibounds.bounds import MINE, PAIRWISE
+from mibounds.polyview import PolyViewLoss, _check_views
+
+__all__ = [
+    "OBJECTIVES",
+    "EmbeddingLoss",
+    "MultiCropLoss",
+    "Objective",
+    "ObjectiveContext",
+    "build_objective",
+    "check_views",
+    "cosine_scores",
+    "multicrop_loss",
+    "register",
+]
+
+Gather = Callable[[Tensor], tuple[Tensor, int]]
+
+
+@dataclass(frozen=True)
+class ObjectiveContext:
+    """What a builder may use: the temperature tau, the views per image M, the number of items
+    n in the training split (for per-item state) and the multi-process ``gather`` hook."""
+
+    temperature: float = 0.1
+    views: int = 2
+    dataset_size: int = 0
+    gather: Gather | None = None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A registry entry: ``build(ctx, **params) -> nn.Module`` with
+    ``forward(z: (K, M, D), indices: (K,)) -> ()``; ``params`` name -> default of its extra
+    hyperparameters; ``views`` the accepted range of M (``None``: no upper limit)."""
+
+    build: Callable[..., nn.Module]
+    help: str
+    params: Mapping[str, float] = field(default_factory=dict)
+    views: tuple[int, int | None] = (2, None)
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(
+    name: str,
+    build: Callable[..., nn.Module],
+    help: str,
+    *,
+    params: Mapping[str, float] | None = None,
+    views: tuple[int, int | None] = (2, None),
+) -> None:
+    """Add an objective to ``OBJECTIVES`` (see the module docstring)."""
+    if name in OBJECTIVES:
+        raise ValueError(f"objective {name!r} is already registered")
+    OBJECTIVES[name] = Objective(build, help, dict(params or {}), views)
+
+
+def check_views(name: str, views: int) -> None:
+    """Raise unless objective ``name`` accepts ``views`` views per image (M)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {name!r}")
+    low, high = OBJECTIVES[name].views
+    if views < low or (high is not None and views > high):
+        allowed = f"M >= {low}" if high is None else f"{low} <= M <= {high}"
+        kind = "a poly-view objective" if high is None else "defined for these views only"
+        raise ValueError(
+            f"objective {name!r} is {kind}: it needs {allowed} views per image, got M = {views}"
+        )
+
+
+def build_objective(name: str, ctx: ObjectiveContext, **params: float) -> nn.Module:
+    """Build objective ``name`` for ``ctx``; ``params`` override the entry's defaults.
+
+    Raises ``ValueError`` for an unknown name, a parameter the objective does not take, or a
+    number of views M outside the objective's range (every objective here compares views, so
+    needs M >= 2).
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {name!r}")
+    entry = OBJECTIVES[name]
+    unknown = sorted(set(params) - set(entry.params))
+    if unknown:
+        takes = ", ".join(entry.params) or "none"
+        raise ValueError(f"objective {name!r} takes no parameter {unknown} (it takes: {takes})")
+    check_views(name, ctx.views)
+    check_positive(ctx.temperature, "temperature")
+    return entry.build(ctx, **{**entry.params, **params})
+
+
+# ----------------------------------------------------------------------- losses on embeddings
+
+
+def cosine_scores(z: Tensor, temperature: float) -> Tensor:
+    """Poly-view scores ``S[..., i, a, j, b] = <z_ia, z_jb> / (|z_ia| |z_jb| tau)``.
+
+    Args:
+        z: ``(..., K, M, D)``.
+    Returns:
+        ``S: (..., K, M, K, M)``.
+    """
+    u = nnf.normalize(z, dim=-1)
+    return torch.einsum("...iad,...jbd->...iajb", u / temperature, u)
+
+
+def multicrop_loss(
+    z: Tensor,
+    temperature: float = 0.1,
+    *,
+    candidates: Tensor | None = None,
+    offset: int = 0,
+    validate_args: bool = True,
+) -> Tensor:
+    """Multi-Crop: SimCLR's NT-Xent averaged over the ordered view pairs (Caron et al. 2020's
+    multi-crop with SimCLR's loss; the Multi-Crop baseline of Shidani et al. 2024).
+
+    For anchor ``(i, a)`` and target view ``b != a`` the candidates are the positive ``(i, b)``
+    and views a and b of every other sample, ``{(j, a), (j, b): j != i}``, as NT-Xent on the
+    view pair (a, b) would have them: ``CE[i,a,b] = -S[i,a,i,b] + logsumexp(S[i,a,i,b],
+    S[i,a,j,a]_{j!=i}, S[i,a,j,b]_{j!=i})``, ``loss = mean_{i, a != b} CE[i,a,b]``. At M = 2 this is
+    SimCLR's loss exactly. A training loss, not a bound (the candidates are not exchangeable).
+
+    Args:
+        z: ``(K, M, D)`` anchor embeddings, M >= 2. temperature: tau.
+        candidates: ``(N, M, D)``, N >= 2 (gathered from every process), default ``z``; anchor
+            i's own views are ``candidates[offset + i]``. With candidates, one anchor (K = 1)
+            is allowed.
+    Returns:
+        ``()``: the loss, in nats.
+    """
+    tau = check_positive(temperature, "temperature")
+    c = _check_views(z if candidates is None else candidates, validate_args, "candidates")
+    x = c if candidates is None else compute_dtype(z)
+    if x.dim() != 3 or c.dim() != 3 or c.shape[1:] != x.shape[1:]:
+        raise ValueError(
+            f"z must be (K, M, D) and candidates (N, M, D) with the same M, D; got "
+            f"{tuple(x.shape)} and {tuple(c.shape)}"
+        )
+    k, m, _ = x.shape
+    if offset + k > c.shape[0]:
+        raise ValueError(f"offset + K = {offset + k} exceeds the N = {c.shape[0]} candidates")
+    c = nnf.normalize(c, dim=-1)
+    anchors = nnf.normalize(x, dim=-1) / tau
+    S = torch.einsum("iad,jbd->iabj", anchors, c)  # candidates j last: reduced over below
+    pos = torch.einsum("iad,ibd->iab", anchors, c[offset : offset + k])
+    own = (
+        torch.arange(c.shape[0], device=S.device)
+        == offset + torch.arange(k, device=S.device)[:, None]
+    )
+    # logsumexp_{j != i} S[i, a, b, j]: the negatives of view b for anchor (i, a)
+    neg = S.masked_fill(own[:, None, None, :], -math.inf).logsumexp(-1)
+    same = neg.diagonal(dim1=1, dim2=2)  # (K, M): negatives from the anchor's own view a
+    partition = torch.logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, same[..., None])), 0)
+    ce = partition - pos
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=S.device)
+    return ce[:, off_diagonal].mean()
+
+
+class MultiCropLoss(nn.Module):
+    """``multicrop_loss`` as a module with a multi-process ``gather`` hook (as ``PolyViewLoss``)."""
+
+    def __init__(self, temperature: float = 0.1, gather: Gather | None = None) -> None:
+        super().__init__()
+        self.temperature = check_positive(temperature, "temperature")
+        self.gather = gather
+
+    def forward(self, z: Tensor, *, validate_args: bool = True) -> Tensor:
+        candidates, offset = (None, 0) if self.gather is None else self.gather(z)
+        return multicrop_loss(
+            z, self.temperature, candidates=candidates, offset=offset, validate_args=validate_args
+        )
+
+
+def _bound_loss(estimate: Callable[[Tensor], Tensor], temperature: float, z: Tensor) -> Tensor:
+    """``-estimate(S)`` with ``S = cosine_scores(z, tau)``: a bound's training loss."""
+    return -estimate(cosine_scores(z, temperature))
+
+
+def _sufficient_statistics_loss(temperature: float, z: Tensor) -> Tensor:
+    """``-I_SS``: ``polyview.sufficient_statistics`` with the cosine critic over tau (the rest's
+    mean re-normalised to unit length)."""
+    u = nnf.normalize(z, dim=-1)
+    return -polyview.sufficient_statistics(
+        u,
+        lambda x, y: x @ y.transpose(-1, -2) / temperature,
+        normalize=True,
+        validate_args=False,
+    )
+
+
+class EmbeddingLoss(nn.Module):
+    """Adapts ``loss(z: (K, M, D), **kwargs) -> ()`` (a function, or a module whose state is then
+    saved with this one's) to the trainer's ``forward(z, indices)``; ``indices`` are ignored.
+
+    With ``global_batch=True`` and a ``gather`` hook, ``z`` is first gathered from every process
+    and the loss computed on the global batch in each of them (for losses that need every
+    sample's scores against every other's, such as the bounds on ``(K, M, K, M)``).
+    ``kwargs`` are passed to every call of ``loss``.
+    """
+
+    def __init__(
+        self,
+        loss: Callable[..., Tensor] | nn.Module,
+        gather: Gather | None = None,
+        *,
+        global_batch: bool = False,
+        **kwargs: object,
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.gather = gather if global_batch else None
+        self.kwargs = kwargs
+
+    def forward(self, z: Tensor, indices: Tensor | None = None) -> Tensor:
+        if self.gather is not None:
+            z, _ = self.gather(z)
+        return self.loss(z, **self.kwargs)
+
+
+def _local_anchors(module: nn.Module) -> EmbeddingLoss:
+    """A loss module with its own ``gather`` hook, called without argument checks (they sync
+    with the device on every step; the trainer checks the loss is finite)."""
+    return EmbeddingLoss(module, validate_args=False)
+
+
+def _mine(ctx: ObjectiveContext, mine_momentum: float) -> EmbeddingLoss:
+    mine = MINE(mine_momentum, batch_shape=(ctx.views - 1, ctx.views))
+    loss = _BoundModule(mine, ctx.temperature)
+    return EmbeddingLoss(loss, ctx.gather, global_batch=True)
+
+
+class _BoundModule(nn.Module):
+    """``-multicrop(S, bound)`` for a stateful bound (MINE), whose buffers it owns."""
+
+    def __init__(self, bound: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.bound = bound
+        self.temperature = temperature
+
+    def forward(self, z: Tensor) -> Tensor:
+        estimate = functools.partial(polyview.multicrop, bound=self.bound, validate_args=False)
+        return _bound_loss(estimate, self.temperature, z)
+
+
+def _global(ctx: ObjectiveContext, loss: Callable[[Tensor], Tensor]) -> EmbeddingLoss:
+    return EmbeddingLoss(loss, ctx.gather, global_batch=True)
+
+
+def _pairwise(name: str) -> Callable[..., EmbeddingLoss]:
+    def build(ctx: ObjectiveContext, **params: float) -> EmbeddingLoss:
+        bound = functools.partial(PAIRWISE[name], **params)
+        estimate = functools.partial(polyview.multicrop, bound=bound, validate_args=False)
+        return _global(ctx, functools.partial(_bound_loss, estimate, ctx.temperature))
+
+    return build
+
+
+def _polyview(aggregate: str) -> Callable[[ObjectiveContext], EmbeddingLoss]:
+    def build(ctx: ObjectiveContext) -> EmbeddingLoss:
+        return _local_anchors(
+            PolyViewLoss(ctx.temperature, aggregate, "all_views", gather=ctx.gather)
+        )
+
+    return build
+
+
+def _polyview_bound(aggregate: str) -> Callable[[ObjectiveContext], EmbeddingLoss]:
+    estimate = functools.partial(getattr(polyview, aggregate), validate_args=False)
+
+    def build(ctx: ObjectiveContext) -> EmbeddingLoss:
+        return _global(ctx, functools.partial(_bound_loss, estimate, ctx.temperature))
+
+    return build
+
+
+register(
+    "simclr",
+    _polyview("geometric"),
+    "SimCLR's NT-Xent (Chen et al. 2020): 2K anchors, 2K - 1 candidates each; M = 2 only",
+    views=(2, 2),
+)
+register(
+    "multicrop",
+    lambda ctx: _local_anchors(MultiCropLoss(ctx.temperature, ctx.gather)),
+    "NT-Xent averaged over the M(M-1) ordered view pairs (Multi-Crop)",
+)
+register(
+    "arithmetic",
+    _polyview("arithmetic"),
+    "Arithmetic PVC training loss, all-view negatives (Shidani et al. 2024, Alg. 1)",
+)
+register(
+    "geometric",
+    _polyview("geometric"),
+    "Geometric PVC training loss, all-view negatives (Shidani et al. 2024, Alg. 1)",
+)
+register(
+    "sufficient-statistics",
+    lambda ctx: _global(ctx, functools.partial(_sufficient_statistics_loss, ctx.temperature)),
+    "minus the sufficient-statistics bound I_SS, cosine critic (Shidani et al. 2024, Alg. 2)",
+)
+register(
+    "arithmetic-bound",
+    _polyview_bound("arithmetic"),
+    "minus the Arithmetic PVC bound (same-view candidates)",
+)
+register(
+    "geometric-bound",
+    _polyview_bound("geometric"),
+    "minus the Geometric PVC bound (same-view candidates)",
+)
+for _name, _params in (
+    ("infonce", {}),
+    ("nwj", {}),
+    ("js", {}),
+    ("dv", {}),
+    ("smile", {"clip": 5.0}),
+    ("interpolated", {"alpha": 0.01}),
+):
+    register(
+        _name,
+        _pairwise(_name),
+        f"minus polyview.multicrop(S, bounds.{_name}): the pairwise estimate averaged over view "
+        "pairs",
+        params=_params,
+    )
+register(
+    "mine",
+    _mine,
+    "minus polyview.multicrop(S, MINE): DV value, moving-average gradient (state saved)",
+    params={"mine_momentum": 0.99},
+)

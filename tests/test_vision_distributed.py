@@ -1,0 +1,129 @@
+"""Two gloo processes on CPU against one process that sees the same global batch.
+
+BatchNorm: in train mode each process would normalise its own K / W images with their own
+statistics, so even a correct gather could not reproduce the single-process forward pass (that is
+what ``--sync-bn`` is for, on CUDA). The model is therefore put in eval mode, where BatchNorm
+applies fixed running statistics and the network acts on each image alone; the only coupling
+between samples is then the objective, which is exactly what the gather must get right: the loss
+(averaged over processes) and every parameter's gradient (averaged by DDP) must equal the single
+process's.
+
+Tolerance: float32, rtol 1e-4 and atol 1e-6. The two computations differ only in summation
+order (convolutions over 8 instead of 16 images, the gradient all-reduce), which moves float32
+results by a few ulps relative to their size; a wrong gradient (e.g. a gather that does not sum
+the backward over processes, which halves the cross-process terms) is off by tens of percent.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+from vision_support import single_thread  # noqa: F401  (autouse: one thread)
+
+from mibounds.vision.distributed import all_gather_with_grad
+from mibounds.vision.encoders import Encoder
+from mibounds.vision.objectives import ObjectiveContext, build_objective
+from mibounds.vision.train import TrainConfig, compute_loss, load_checkpoint, train
+
+K, M, WORLD = 8, 3, 2
+OBJECTIVES = ("arithmetic", "multicrop", "sufficient-statistics", "mine")
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(K, M, 1, 8, 8, generator=g), torch.arange(K) + 100
+
+
+def _model() -> Encoder:
+    torch.manual_seed(0)
+    model = Encoder("tiny", in_channels=1, image_size=8, proj_hidden=16, proj_dim=8)
+    # non-trivial running statistics, so that eval-mode BatchNorm is not the identity
+    with torch.no_grad():
+        model.train()(torch.randn(32, 1, 8, 8))
+    return model.eval()
+
+
+def _run(model: torch.nn.Module, name: str, gather, views, indices):
+    objective = build_objective(name, ObjectiveContext(0.2, M, 200, gather))
+    loss = compute_loss(model, objective, views, indices)
+    loss.backward()
+    return loss.detach(), objective.state_dict()
+
+
+def _worker(rank: int, port: int, path: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
+    views, indices = _batch()
+    share = slice(rank * K // WORLD, (rank + 1) * K // WORLD)
+    results = {}
+    for name in OBJECTIVES:
+        model = _model()
+        ddp = DistributedDataParallel(model)
+        loss, state = _run(ddp, name, all_gather_with_grad, views[share], indices[share])
+        dist.all_reduce(loss)
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        results[name] = (loss / WORLD, grads, state)
+    gathered, offset = all_gather_with_grad(indices[share])
+    results["indices"] = (gathered, offset)
+    # the whole trainer in the existing group: 2 steps of K = 8 digits, 4 per process
+    config = TrainConfig(
+        image_size=8, subset=16, batch_size=8, views=3, epochs=1, proj_hidden=16, proj_dim=8,
+        objective="mine", workers=0, progress=False, probe=False, device="cpu",
+        out=str(Path(path).parent / "run"),
+    )  # fmt: skip
+    results["record"] = train(config)
+    results["state"] = load_checkpoint(config.out) if rank == 0 else None
+    torch.save(results, f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ddp") / "rank0.pt")
+    mp.spawn(_worker, args=(_free_port(), path), nprocs=WORLD, join=True)
+    return [torch.load(f"{path}.{rank}", weights_only=False) for rank in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_ddp_loss_and_gradients_equal_one_process(two_processes, name: str) -> None:
+    views, indices = _batch()
+    model = _model()
+    loss, state = _run(model, name, None, views, indices)
+    ddp_loss, ddp_grads, ddp_state = two_processes[0][name]
+    torch.testing.assert_close(ddp_loss, loss, rtol=1e-4, atol=1e-6)
+    for key, p in model.named_parameters():
+        torch.testing.assert_close(ddp_grads[key], p.grad, rtol=1e-4, atol=1e-6, msg=key)
+    for key, value in state.items():  # MINE's moving average: the same in every process
+        torch.testing.assert_close(ddp_state[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_gather_offsets_integer_indices_by_rank(two_processes) -> None:
+    for rank, result in enumerate(two_processes):
+        gathered, offset = result["indices"]
+        assert offset == rank * K // WORLD
+        torch.testing.assert_close(gathered, _batch()[1])
+
+
+def test_trainer_under_two_processes(two_processes) -> None:
+    # both processes return the same record (losses averaged over them); process 0's
+    # checkpoint holds the objective's state, updated once per global step
+    first, second = (r["record"] for r in two_processes)
+    assert first["world_size"] == 2 and first["finished"] and first["steps_per_epoch"] == 2
+    assert first["metrics"][0]["loss"] == second["metrics"][0]["loss"]
+    assert first["metrics"][0]["images"] == 16
+    state = two_processes[0]["state"]
+    assert int(state["objective"]["loss.bound.steps"]) == 2
