@@ -170,6 +170,8 @@ def polyview_figure(frame: pd.DataFrame, *, loss_m: int, title: str = "") -> Fig
     axes[3].axhline(
         -float(at_m["mi_pairwise"].iloc[0]), color="k", ls="--", lw=1, label="true pairwise MI"
     )
+    # the one-vs-rest line is usually the lowest point: without extra room it hides in the spine
+    axes[3].margins(y=0.12)
     axes[3].set_title(f"(d) training losses, M = {loss_m} (lines: -true MI)")
     return _finish(fig, axes, title)
 
