@@ -4,21 +4,21 @@ The floor is one ``logsumexp`` over the same (K, K) scores, forward + backward: 
 avoid reading the K^2 scores once and writing their gradient once. Target: every estimator within
 2x of the floor. Run by hand:
 
-    python benchmarks/bench_bounds.py [--device cuda] [--sizes 256 1024 4096]
+    python benchmarks/bench_bounds.py [--device cuda] [--sizes 256 1024 4096] [--repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from mibounds import bounds
+
+from timing import interleaved_seconds
 
 
 def floor(scores: Tensor) -> Tensor:
@@ -39,25 +39,6 @@ ESTIMATORS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def time_forward_backward(fn: Callable[[Tensor], Tensor], scores: Tensor, repeats: int) -> float:
-    """Median seconds of one forward + backward (after two warm-up calls)."""
-
-    def step() -> None:
-        scores.grad = None
-        fn(scores).backward()
-        if scores.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -71,11 +52,10 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in ESTIMATORS}
     for k in args.sizes:
         scores = torch.randn(k, k, generator=g).to(args.device).requires_grad_()
-        base = time_forward_backward(floor, scores, args.repeats)
         for name, fn in ESTIMATORS.items():
             if isinstance(fn, torch.nn.Module):
                 fn = type(fn)().to(args.device)  # fresh moving average per size
-            seconds = time_forward_backward(fn, scores, args.repeats)
+            base, seconds = interleaved_seconds([floor, fn], scores, args.repeats)
             results[name].append((seconds * 1e3, seconds / base))
     for name, row in results.items():
         print(f"{name:<20}" + "".join(f"{ms:>12.2f}{ratio:>7.2f}" for ms, ratio in row))

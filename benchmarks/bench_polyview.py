@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +40,8 @@ from mibounds import polyview as P
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import polyview_reference as R
+
+from timing import interleaved_seconds, seconds, step
 
 SIZES = [(256, 2), (256, 8), (64, 16), (1024, 4)]
 TEMPERATURE = 0.1
@@ -103,35 +103,6 @@ ESTIMATORS: dict[str, tuple[Callable[..., Tensor], Callable[[Tensor], Tensor]]] 
     "loss all/geo": (loss("geometric", "all_views"), reference_loss("geometric", "all_views")),
     "loss same/arith": (loss("arithmetic", "same_view"), reference_loss("arithmetic", "same_view")),
 }
-
-
-def step(fn: Callable[[Tensor], Tensor], z: Tensor) -> None:
-    z.grad = None
-    fn(z).backward()
-    if z.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def seconds(fn: Callable[[Tensor], Tensor], z: Tensor, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of one forward + backward."""
-    return interleaved_seconds([fn], z, repeats, warmup)[0]
-
-
-def interleaved_seconds(
-    fns: list[Callable[[Tensor], Tensor]], z: Tensor, repeats: int, warmup: int = 2
-) -> list[float]:
-    """Median seconds of one forward + backward of each function, the functions taking turns so
-    that a shared machine's changing load hits them alike."""
-    for _ in range(warmup):
-        for fn in fns:
-            step(fn, z)
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, record in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            step(fn, z)
-            record.append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
 
 
 def peak_extra_bytes(fn: Callable[[Tensor], Tensor], z: Tensor) -> int:
