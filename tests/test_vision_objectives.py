@@ -1,5 +1,6 @@
 """The image trainer's objective registry: the Multi-Crop loss against a loop reference, the
-M = 2 identities with SimCLR, every objective's loss and gradient, and bad input."""
+M = 2 identities with SimCLR, every objective's loss and gradient, SogCLR's and Barlow Twins'
+entries against their modules, and bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 import torch.nn.functional as nnf
 from vision_support import single_thread  # noqa: F401  (autouse: one thread)
 
+from mibounds.barlow import multiview_barlow
 from mibounds.polyview import polyview_loss
+from mibounds.sogclr import sogclr_loss
 from mibounds.vision.objectives import (
     OBJECTIVES,
     EmbeddingLoss,
@@ -122,6 +125,49 @@ def test_mine_state_is_saved_and_restored() -> None:
     torch.testing.assert_close(
         b.state_dict()["loss.bound.log_partition"], a.state_dict()["loss.bound.log_partition"]
     )
+
+
+def test_sogclr_entry_keeps_one_partition_per_training_item() -> None:
+    # two steps through the registry against sogclr_loss with the state threaded by hand: the
+    # first visit uses the batch partition, the second mixes with gamma
+    ctx = ObjectiveContext(temperature=0.2, views=3, dataset_size=12)
+    objective = build_objective("sogclr", ctx, gamma=0.5)
+    idx = torch.tensor([7, 2, 11, 0, 5])
+    log_u, visited = torch.zeros(5), torch.zeros(5, dtype=torch.bool)
+    for seed in (0, 1):
+        z = _views(5, 3, 4, seed).float()
+        expected, log_u = sogclr_loss(z, log_u, visited, 0.5, 0.2)
+        visited = torch.ones(5, dtype=torch.bool)
+        torch.testing.assert_close(objective(z, idx), expected)
+    torch.testing.assert_close(objective.log_u[idx], log_u)
+    assert objective.visited.sum() == 5 and objective.visited[idx].all()
+    assert set(objective.state_dict()) == {"log_u", "visited"}
+
+
+def test_barlow_entry_is_multiview_barlow_on_the_raw_embeddings() -> None:
+    z = _views(6, 4, 5).float()
+    ctx = ObjectiveContext(temperature=0.2, views=4, dataset_size=6)
+    loss = build_objective("barlow-multiview", ctx, beta=0.3)(z, torch.arange(6))
+    torch.testing.assert_close(loss, multiview_barlow(z, 0.3))
+    default = build_objective("barlow-multiview", ctx)(z, torch.arange(6))
+    torch.testing.assert_close(default, multiview_barlow(z, 0.0051))
+
+
+def test_bad_sogclr_and_barlow_input() -> None:
+    ctx = ObjectiveContext(temperature=0.2, views=2, dataset_size=10)
+    z = _views(4, 2, 3).float()
+    sogclr = build_objective("sogclr", ctx)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, n\) = \[0, 10\).*\[3, 10\]"):
+        sogclr(z, torch.tensor([3, 4, 5, 10]))
+    with pytest.raises(ValueError, match="needs the dataset indices"):
+        sogclr(z, None)
+    assert not sogclr.visited.any()  # a refused batch stores nothing
+    with pytest.raises(ValueError, match=r"n \(the dataset size\) must be an integer >= 2"):
+        build_objective("sogclr", ObjectiveContext(views=2))
+    with pytest.raises(ValueError, match=r"gamma must be a number in \[0, 1\], got 1.5"):
+        build_objective("sogclr", ctx, gamma=1.5)
+    with pytest.raises(ValueError, match=r"beta must be a finite number >= 0, got -1\.0"):
+        build_objective("barlow-multiview", ctx, beta=-1.0)
 
 
 def test_params_override_defaults_and_unknown_params_fail() -> None:

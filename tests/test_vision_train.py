@@ -96,10 +96,12 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path, name: str) -> None:
     assert sum(losses[-5:]) / 5 < losses[0] - 0.05, losses
 
 
-def test_resume_gives_the_uninterrupted_parameters(tmp_path, monkeypatch) -> None:
-    # MINE: the objective's moving average must be restored too; the resumed run uses a loader
-    # worker, the uninterrupted one none (augmentations are seeded per item, so they agree)
-    common = dict(objective="mine", epochs=3, subset=24, warmup_epochs=1.0, optimizer="sgd")
+@pytest.mark.parametrize("objective", ["mine", "sogclr"])
+def test_resume_gives_the_uninterrupted_parameters(tmp_path, monkeypatch, objective) -> None:
+    # the objective's state must be restored too (MINE's moving average, SogCLR's u_i of every
+    # item, which the moving average of epoch 3 reads back from epoch 2); the resumed run uses a
+    # loader worker, the uninterrupted one none (augmentations are seeded per item, so they agree)
+    common = dict(objective=objective, epochs=3, subset=24, warmup_epochs=1.0, optimizer="sgd")
     straight = tiny_config(tmp_path / "a", **common)
     train(straight)
 
@@ -127,6 +129,8 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, monkeypatch) -> Non
         for key, value in a[part].items():
             assert torch.equal(value, b[part][key]), (part, key)
     assert [m["loss"] for m in a["metrics"]] == [m["loss"] for m in b["metrics"]]
+    if objective == "sogclr":  # the comparison above covered every item's u, all visited
+        assert a["objective"]["visited"].all() and a["objective"]["log_u"].abs().min() > 0
 
 
 def test_resume_refuses_another_configuration(tmp_path) -> None:
@@ -169,6 +173,29 @@ def test_lr_factor_warms_up_linearly_then_decays_by_a_cosine() -> None:
 def test_poly_view_objective_with_one_view_is_refused() -> None:
     with pytest.raises(ValueError, match=r"'arithmetic' is a poly-view objective.*got M = 1"):
         TrainConfig(objective="arithmetic", views=1)
+
+
+def test_bad_objective_options_fail_in_one_line_before_anything_runs(tmp_path, capsys) -> None:
+    import argparse
+
+    from mibounds.vision import commands
+
+    parser = argparse.ArgumentParser(prog="mibounds")
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "run"
+    for option, message in (
+        (["--objective", "barlow-multiview", "--beta", "-1"], "beta must be a finite number >= 0"),
+        (["--objective", "sogclr", "--gamma", "1.5"], r"gamma must be a number in [0, 1]"),
+        (["--objective", "simclr", "--beta", "0.1"], "'simclr' takes no parameter ['beta']"),
+    ):
+        args = parser.parse_args(["vision", "train", *option, "--out", str(out)])
+        assert args.func(args) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("mibounds vision train: error: ") and message in error
+        assert error.count("\n") == 1
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"beta must be a finite number >= 0, got -1\.0"):
+        TrainConfig(objective="barlow-multiview", params={"beta": -1.0})
 
 
 def test_cifar_path_without_the_batch_files(tmp_path) -> None:

@@ -2,22 +2,24 @@
 
 Every objective is an ``nn.Module`` with ``forward(z: (K, M, D), indices: (K,)) -> ()``, the
 loss to minimise for K images with M views each (``indices`` are the images' dataset indices, for
-objectives with per-item state; the others ignore them). Its ``state_dict`` goes into the
-checkpoint. ``OBJECTIVES`` maps a name to an ``Objective``: a builder, its extra
+objectives with per-item state, SogCLR's; the others ignore them). Its ``state_dict`` goes into
+the checkpoint. ``OBJECTIVES`` maps a name to an ``Objective``: a builder, its extra
 hyperparameters (each becomes a ``--flag`` of ``mibounds vision train``) and the view counts it
-accepts. Adding one is a few lines::
+accepts. Adding one is a builder and a ``register`` call, as the SogCLR and Barlow Twins
+entries at the end of this module::
 
-    register("barlow-multiview", lambda ctx, beta: EmbeddingLoss(
-        MultiViewBarlowLoss(beta), ctx.gather, global_batch=True), "...", params={"beta": 0.0051})
+    register("barlow-multiview", _barlow, "...", params={"beta": 0.0051})
 
 Scores are cosine similarities over the temperature, ``S[i,a,j,b] = <z_ia, z_jb> / tau`` with
-unit-normalised embeddings.
+unit-normalised embeddings (Barlow Twins has no scores and ignores the temperature).
 
 Multi-process training: a builder gets ``ctx.gather`` (``None`` in one process). Losses over
-local anchors and gathered candidates take it directly (``PolyViewLoss``); losses that need the
-whole ``(K, M, K, M)`` score tensor are wrapped in ``EmbeddingLoss(..., global_batch=True)``,
-which computes them on the gathered batch in every process; both give the single-process
-gradient (``distributed`` module docstring).
+local anchors and gathered candidates take it directly (``PolyViewLoss``, ``SogCLRLoss``);
+losses that need the whole ``(K, M, K, M)`` score tensor, or statistics over the whole batch
+(Barlow Twins' standardisation), are wrapped in ``EmbeddingLoss(..., global_batch=True)``, which
+computes them on the gathered batch in every process; both give the single-process gradient
+(``distributed`` module docstring). Per-item state (SogCLR's ``u_i``) is written in every process
+from every process's ``(index, log u)`` updates, so it is the same in all of them after a step.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from torch import Tensor, nn
 
 from mibounds import polyview
 from mibounds._checks import check_positive, compute_dtype
+from mibounds.barlow import MultiViewBarlowLoss
 from mibounds.bounds import MINE, PAIRWISE
 from mibounds.polyview import PolyViewLoss, _check_views
+from mibounds.sogclr import SogCLRLoss
 
 __all__ = [
     "OBJECTIVES",
@@ -43,6 +47,7 @@ __all__ = [
     "Objective",
     "ObjectiveContext",
     "build_objective",
+    "check_objective",
     "check_views",
     "cosine_scores",
     "multicrop_loss",
@@ -122,6 +127,17 @@ def build_objective(name: str, ctx: ObjectiveContext, **params: float) -> nn.Mod
     check_views(name, ctx.views)
     check_positive(ctx.temperature, "temperature")
     return entry.build(ctx, **{**entry.params, **params})
+
+
+def check_objective(name: str, views: int, temperature: float, params: Mapping[str, float]) -> None:
+    """Raise ``ValueError`` unless ``build_objective`` accepts this objective, M = ``views`` and
+    ``params`` (names and values, e.g. Barlow Twins' beta >= 0).
+
+    It builds the objective once and drops it, so that a bad option fails when the run is
+    configured, before any data is read or process group joined; the builders allocate nothing
+    that scales with the data except per-item state, which is sized here for two items.
+    """
+    build_objective(name, ObjectiveContext(temperature, views, dataset_size=2), **params)
 
 
 # ----------------------------------------------------------------------- losses on embeddings
@@ -278,6 +294,29 @@ class _BoundModule(nn.Module):
         return _bound_loss(estimate, self.temperature, z)
 
 
+def _sogclr(ctx: ObjectiveContext, gamma: float) -> SogCLRLoss:
+    """SogCLR keyed by the training split's indices (``ctx.dataset_size`` items).
+
+    Under DDP each process passes its own images' dataset indices (global item ids, from its
+    share of the global batch) and the all-gather hook: its anchors' negatives span the global
+    batch (its own images are rows ``[rank K / W, (rank + 1) K / W)`` of the gathered
+    candidates), and ``SogCLRLoss`` gathers every process's ``(index, log u)`` updates and
+    writes them all, so the ``log_u`` and ``visited`` buffers stay identical in every process
+    (and in the checkpoint, which process 0 writes). Argument checks stay on: reading the
+    indices' range costs one device sync a step, and buys a clear error instead of a scatter
+    out of bounds.
+    """
+    return SogCLRLoss(ctx.dataset_size, ctx.temperature, gamma, ctx.gather)
+
+
+def _barlow(ctx: ObjectiveContext, beta: float) -> EmbeddingLoss:
+    """Multi-view Barlow Twins on the global batch: its standardisation and cross-correlations
+    are statistics over all K images, so every process computes them on the gathered batch."""
+    return EmbeddingLoss(
+        MultiViewBarlowLoss(beta), ctx.gather, global_batch=True, validate_args=False
+    )
+
+
 def _global(ctx: ObjectiveContext, loss: Callable[[Tensor], Tensor]) -> EmbeddingLoss:
     return EmbeddingLoss(loss, ctx.gather, global_batch=True)
 
@@ -365,4 +404,19 @@ register(
     _mine,
     "minus polyview.multicrop(S, MINE): DV value, moving-average gradient (state saved)",
     params={"mine_momentum": 0.99},
+)
+register(
+    "sogclr",
+    _sogclr,
+    "SogCLR (Yuan et al. 2022): decoupled contrastive loss with a moving-average partition u_i "
+    "per training image (weight gamma, state saved), all-view negatives",
+    params={"gamma": 0.9},
+)
+register(
+    "barlow-multiview",
+    _barlow,
+    "multi-view Barlow Twins (Ghosh, Agrawal et al. 2024): each view's standardised embedding "
+    "against the mean of the others, invariance + beta * off-diagonal cross-correlation; not "
+    "an MI objective, ignores the temperature; projector widths: --proj-hidden, --proj-dim",
+    params={"beta": 0.0051},
 )

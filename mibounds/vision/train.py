@@ -51,7 +51,7 @@ from mibounds.vision.objectives import (
     OBJECTIVES,
     ObjectiveContext,
     build_objective,
-    check_views,
+    check_objective,
 )
 from mibounds.vision.probe import evaluate
 from mibounds.vision.views import MultiView, ViewConfig, check_crop, eval_transform, view_transform
@@ -136,7 +136,7 @@ class TrainConfig:
         check_choice(self.objective, tuple(OBJECTIVES), "objective")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_at_least(self.views, 1, "views (M)")
-        check_views(self.objective, self.views)
+        check_objective(self.objective, self.views, self.temperature, self.params)
         check_at_least(self.batch_size, 2, "batch_size (K)")
         check_at_least(self.epochs, 1, "epochs")
         check_at_least(self.workers, 0, "workers")
