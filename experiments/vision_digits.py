@@ -124,16 +124,20 @@ def grid(args: argparse.Namespace) -> list[dict]:
     return runs
 
 
-def wall_clock(out: Path, seconds: float) -> float:
-    """Add this invocation's seconds to the run directory's ``timing.json``; the total."""
-    path = out / "timing.json"
+def wall_clock(out: Path, seconds: float, name: str = "timing.json") -> float:
+    """Add this invocation's seconds to the run directory's ``name`` (one file per script that
+    shares the directory); the total."""
+    path = out / name
     total = (json.loads(path.read_text())["wall_clock_s"] if path.is_file() else 0.0) + seconds
     path.write_text(json.dumps({"wall_clock_s": total}))
     return total
 
 
 def run_name(run: dict) -> str:
-    return f"{run['objective']}_M{run['views']}_K{run['batch_size']}_E{run['epochs']}"
+    """The run's directory name; ``run["tag"]`` tells apart runs that differ in ``run["config"]``
+    (settings beyond ``base_config``, e.g. the projector's widths)."""
+    tag = run.get("tag", "")
+    return f"{run['objective']}_M{run['views']}_K{run['batch_size']}_E{run['epochs']}{tag}"
 
 
 def untrained(args: argparse.Namespace) -> list[dict]:
@@ -162,14 +166,18 @@ def _finished(out: Path) -> bool:
     return bool(record["finished"] and record["probe"])
 
 
-def run_all(args: argparse.Namespace) -> tuple[pd.DataFrame, int]:
-    """Train (or skip, if finished) every run of the grid: one row per run, and how many ran."""
+def run_all(args: argparse.Namespace, runs: list[dict]) -> tuple[pd.DataFrame, int]:
+    """Train (or skip, if finished) every run: one row per run, and how many ran.
+
+    A run is a dict with objective, views, batch_size, epochs and seed, labels for the tables
+    (regime, ...), and optionally ``config``, ``TrainConfig`` fields beyond ``base_config`` (with
+    a ``tag`` for its directory name, see ``run_name``)."""
     rows, trained = [], 0
-    runs = grid(args)
     for i, run in enumerate(runs, 1):
         out = args.out / run_name(run) / f"seed{run['seed']}"
         keys = ("objective", "views", "batch_size", "epochs", "seed")
-        config = TrainConfig(**base_config(args), **{k: run[k] for k in keys}, out=str(out))
+        settings = {**base_config(args), **run.get("config", {})}
+        config = TrainConfig(**settings, **{k: run[k] for k in keys}, out=str(out))
         start = time.perf_counter()
         trained += not _finished(out)
         record = train(config)
@@ -181,7 +189,7 @@ def run_all(args: argparse.Namespace) -> tuple[pd.DataFrame, int]:
         )
         rows.append(
             {
-                **run,
+                **{k: v for k, v in run.items() if k not in ("config", "tag")},
                 "relative_compute": record["relative_compute"] * run["epochs"] / args.epochs,
                 "knn": record["probe"]["knn_top1"],
                 "linear": record["probe"]["linear_top1"],
@@ -197,9 +205,11 @@ def _mean_sd(values: pd.Series) -> str:
     return f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}"
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: mean ± sd over seeds (accuracies in %)."""
-    keys = ["objective", "views", "batch_size", "regime", "epochs", "relative_compute", "steps"]
+def summarise(df: pd.DataFrame, extra_keys: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per configuration (``extra_keys`` tell apart more settings): mean ± sd over
+    seeds (accuracies in %)."""
+    keys = ["objective", *extra_keys, "views", "batch_size", "regime", "epochs"]
+    keys += ["relative_compute", "steps"]
     out = (
         df.groupby(keys, sort=False)
         .agg(
@@ -296,13 +306,21 @@ def against_epochs(df: pd.DataFrame) -> pd.DataFrame:
         compute = float(own.relative_compute.iloc[0])
         base = simclr[simclr.relative_compute == compute]
         row = {"compute": compute, "objective": objective, "M": m, "regime": regime}
-        for metric in ("knn", "linear"):
-            diff = own[metric].mean() - base[metric].mean()
-            se = math.sqrt(own[metric].var() / len(own) + base[metric].var() / len(base))
-            row[f"{metric}_diff"] = 100 * diff
-            row[f"{metric}_z"] = diff / se if se > 0 else math.nan
-        rows.append(row)
+        rows.append({**row, **difference(own, base)})
     return pd.DataFrame(rows).sort_values(["compute", "regime"], kind="stable")
+
+
+def difference(own: pd.DataFrame, base: pd.DataFrame) -> dict[str, float]:
+    """``own`` minus ``base`` (per-seed rows): the difference of mean accuracies in points, and
+    over its standard error as two independent groups of seeds (roughly a t statistic), for
+    kNN and linear probe: keys ``knn_diff, knn_z, linear_diff, linear_z``."""
+    row = {}
+    for metric in ("knn", "linear"):
+        diff = own[metric].mean() - base[metric].mean()
+        se = math.sqrt(own[metric].var() / len(own) + base[metric].var() / len(base))
+        row[f"{metric}_diff"] = 100 * diff
+        row[f"{metric}_z"] = diff / se if se > 0 else math.nan
+    return row
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -393,6 +411,9 @@ def table(
         "",
         "![accuracy against relative compute](../figures/vision_digits.png)",
         "",
+        "SogCLR and multi-view Barlow Twins in the same set-up, beside SimCLR runs of the same "
+        "invocation: [vision_digits_baselines.md](vision_digits_baselines.md).",
+        "",
         "## More views against more epochs, at equal compute",
         "",
         "Each poly-view configuration (E epochs, M views) minus SimCLR trained for M/2 x E "
@@ -455,8 +476,11 @@ def table(
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """The options every digits script takes; sets torch's threads, and the run directory
+    (``runs/vision_digits``, shared by the scripts so that a run one of them finished is
+    reused by the others)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="smoke version: 256 training digits, 1 seed, K = 16"
     )
@@ -478,10 +502,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or ROOT / "runs" / (
         "vision_digits_quick" if args.quick else "vision_digits"
     )
-    command = "nice python experiments/vision_digits.py" + " ".join([""] + (argv or sys.argv[1:]))
+    return args
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    return f"nice python experiments/{script}" + " ".join([""] + (argv or sys.argv[1:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__.split("\n\n")[0])
+    command = command_line("vision_digits.py", argv)
 
     start = time.perf_counter()
-    df, trained = run_all(args)
+    df, trained = run_all(args, grid(args))
     floor = pd.DataFrame(untrained(args))
     # re-aggregating finished runs adds nothing to the recorded run time
     elapsed = wall_clock(args.out, time.perf_counter() - start if trained else 0.0)
