@@ -258,10 +258,11 @@ def interpolated(
             f"log_baseline must have shape (..., K) = (..., {k}), got {tuple(log_q.shape)}"
         )
     log_q = log_q.to(s.dtype)
-    # log1p(-1) = -inf at alpha = 1 drops the baseline exactly
+    # log(1 - alpha) = -inf at alpha = 1 drops the baseline exactly (math.log1p(-1) would raise)
+    log_weight_q = -math.inf if alpha == 1.0 else math.log1p(-alpha)
     log_m = torch.logaddexp(
         _leave_one_out_logmeanexp(s) + math.log(alpha),
-        log_q.unsqueeze(-1) + math.log1p(-alpha),
+        log_q.unsqueeze(-1) + log_weight_q,
     )
     # mean_{i!=j} (s_ii - log m_ij), with the off-diagonal sum taken as all minus diagonal
     log_m_off = log_m.sum((-2, -1)) - _positives(log_m).sum(-1)

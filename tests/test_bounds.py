@@ -145,6 +145,15 @@ def test_interpolated_ceiling(s: np.ndarray, alpha: float) -> None:
     assert value <= 1 + math.log(k / alpha) + 1e-9
 
 
+def test_interpolated_at_alpha_one_ignores_the_baseline() -> None:
+    """At alpha = 1 the baseline's weight 1 - alpha is zero: I_alpha no longer depends on q."""
+    s = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    s.requires_grad_()
+    low, high = (B.interpolated(s, 1.0, log_baseline=q) for q in (-3.0, 4.0))
+    torch.testing.assert_close(low, high, rtol=0, atol=0)
+    assert torch.isfinite(torch.autograd.grad(low.sum(), s)[0]).all()
+
+
 # -------------------------------------------------------- statistics at the analytic optimal critic
 
 
