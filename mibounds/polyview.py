@@ -96,6 +96,34 @@ def _check_views(z: Tensor, validate_args: bool, name: str = "z") -> Tensor:
     return compute_dtype(z)
 
 
+def _check_offset(offset: int, k: int, n: int) -> int:
+    """The K anchors' positives are candidates ``[offset, offset + K)`` of N."""
+    check_at_least(offset, 0, "offset")
+    if offset + k > n:
+        raise ValueError(
+            f"offset + K must be <= N: the positives of the K = {k} anchors are candidates "
+            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
+        )
+    return offset
+
+
+def _check_candidates(
+    z: Tensor, candidates: Tensor | None, offset: int, validate_args: bool
+) -> tuple[Tensor, Tensor]:
+    """Check anchors ``z: (..., K, M, D)`` and candidates ``(..., N, M, D)`` (default ``z``)
+    whose rows ``[offset, offset + K)`` are the anchors' own samples; upcast both."""
+    x = _check_views(z, validate_args)
+    c = x if candidates is None else _check_views(candidates, validate_args, "candidates")
+    m, d = x.shape[-2:]
+    if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):
+        raise ValueError(
+            f"candidates must have shape (..., N, M, D) = {(*x.shape[:-3], 'N', m, d)} to match "
+            f"z {tuple(x.shape)}, got {tuple(c.shape)}"
+        )
+    _check_offset(offset, x.shape[-3], c.shape[-3])
+    return x, c
+
+
 def _check_estimate(value: Tensor, name: str, validate_args: bool) -> Tensor:
     """Exp-type bounds (NWJ, TUBA) overflow to -inf on large negatives' scores: say so."""
     if validate_args:
@@ -379,21 +407,9 @@ def polyview_loss(
     tau = check_positive(temperature, "temperature")
     check_choice(aggregate, AGGREGATES, "aggregate")
     check_choice(negatives, NEGATIVES, "negatives")
-    x = _check_views(z, validate_args)
-    c = x if candidates is None else _check_views(candidates, validate_args, "candidates")
-    k, m, d = x.shape[-3:]
+    x, c = _check_candidates(z, candidates, offset, validate_args)
+    k, m = x.shape[-3:-1]
     n = c.shape[-3]
-    if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):
-        raise ValueError(
-            f"candidates must have shape (..., N, M, D) = {(*x.shape[:-3], 'N', m, d)} to match "
-            f"z {tuple(x.shape)}, got {tuple(c.shape)}"
-        )
-    check_at_least(offset, 0, "offset")
-    if offset + k > n:
-        raise ValueError(
-            f"offset + K must be <= N: the positives of the K = {k} anchors are candidates "
-            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
-        )
     c = nnf.normalize(c, dim=-1)
     # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores
     anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau

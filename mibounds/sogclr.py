@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from mibounds._checks import check_at_least, check_positive, check_scores
 from mibounds.bounds import _straight_through
-from mibounds.polyview import _check_views
+from mibounds.polyview import _check_candidates, _check_offset
 
 __all__ = ["GlobalContrastive", "SogCLRLoss", "global_contrastive", "sogclr_loss"]
 
@@ -55,16 +55,6 @@ def _check_gamma(gamma: float) -> float:
     if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
         raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
     return float(gamma)
-
-
-def _check_offset(offset: int, k: int, n: int) -> int:
-    check_at_least(offset, 0, "offset")
-    if offset + k > n:
-        raise ValueError(
-            f"offset + K must be <= N: the positives of the K = {k} anchors are candidates "
-            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
-        )
-    return offset
 
 
 def _check_state(log_u: Tensor, visited: Tensor, shape: tuple[int, ...], s: Tensor) -> Tensor:
@@ -236,16 +226,9 @@ def sogclr_loss(
     """
     gamma = _check_gamma(gamma)
     tau = check_positive(temperature, "temperature")
-    x = _check_views(z, validate_args)
-    c = x if candidates is None else _check_views(candidates, validate_args, "candidates")
-    k, m, d = x.shape[-3:]
+    x, c = _check_candidates(z, candidates, offset, validate_args)
+    k, m = x.shape[-3:-1]
     n = c.shape[-3]
-    if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):
-        raise ValueError(
-            f"candidates must have shape (..., N, M, D) = {(*x.shape[:-3], 'N', m, d)} to match "
-            f"z {tuple(x.shape)}, got {tuple(c.shape)}"
-        )
-    _check_offset(offset, k, n)
     log_u = _check_state(log_u, visited, tuple(x.shape[:-2]), x)
     x = nnf.normalize(x, dim=-1)
     c = x if candidates is None else nnf.normalize(c, dim=-1)

@@ -29,14 +29,8 @@ from mibounds.harness.data import seed_generator
 from mibounds.harness.reproduce import bound_violations, polyview_findings
 from mibounds.harness.trainer import StackedCritic, init_critic
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small per-step tensors run fastest, and reproducibly, on one thread (bounds.md §8)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 TINY = {"k": 8, "d": 2, "rho": 0.8, "steps": 12, "eval_batches": 4, "curve_every": 4}

@@ -6,7 +6,6 @@ import json
 import multiprocessing
 
 import pytest
-import torch
 
 from mibounds.harness import load_results, run_sweep, sweep_from_dict, train
 from mibounds.harness.results import (
@@ -16,13 +15,8 @@ from mibounds.harness.results import (
     repair_tail,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_sweep(**run):

@@ -32,12 +32,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
-from vision_support import single_thread  # noqa: F401  (autouse: one thread)
 
 from mibounds.vision.distributed import all_gather_with_grad
 from mibounds.vision.encoders import Encoder
 from mibounds.vision.objectives import ObjectiveContext, build_objective
 from mibounds.vision.train import TrainConfig, compute_loss, load_checkpoint, train
+
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 K, M, WORLD = 8, 3, 2
 OBJECTIVES = (

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as nnf
-from vision_support import single_thread  # noqa: F401  (autouse: one thread)
 
 from mibounds.barlow import multiview_barlow
 from mibounds.polyview import polyview_loss
@@ -23,6 +22,9 @@ from mibounds.vision.objectives import (
     multicrop_loss,
     register,
 )
+
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _views(k: int, m: int, d: int, seed: int = 0) -> torch.Tensor:

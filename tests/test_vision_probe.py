@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from torch import nn
-from vision_support import single_thread  # noqa: F401  (autouse: one thread)
 
 from mibounds.vision import commands
 from mibounds.vision.datasets import ImageSet, load_dataset
@@ -16,6 +15,9 @@ from mibounds.vision.encoders import Encoder, backbone, projector
 from mibounds.vision.probe import evaluate, knn_accuracy, linear_probe
 from mibounds.vision.train import TrainConfig, build_data, build_encoder
 from mibounds.vision.views import MultiView, ViewConfig, view_transform
+
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def separable(n: int, classes: int = 4, dim: int = 16, seed: int = 0):

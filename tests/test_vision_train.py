@@ -12,7 +12,6 @@ import pickle
 
 import pytest
 import torch
-from vision_support import single_thread  # noqa: F401  (autouse: one thread)
 
 from mibounds.vision import train as train_module
 from mibounds.vision.objectives import OBJECTIVES, ObjectiveContext, build_objective
@@ -26,6 +25,9 @@ from mibounds.vision.train import (
     lr_factor,
     train,
 )
+
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_config(tmp_path, **changes) -> TrainConfig:
