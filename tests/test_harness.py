@@ -25,7 +25,7 @@ from mibounds.harness import (
     train,
     true_mi,
 )
-from mibounds.harness.data import seed_generator
+from mibounds.harness.data import GaussianDataset
 from mibounds.harness.reproduce import bound_violations, polyview_findings
 from mibounds.harness.trainer import StackedCritic, init_critic
 
@@ -142,7 +142,8 @@ def test_toml_config_and_quick_overrides(tmp_path):
 
 def test_every_shipped_experiment_config_is_valid():
     configs = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
-    assert {p.stem for p in configs} >= {"polyview-gaussian", "eqco-toy", "poole-staircase"}
+    shipped = {"polyview-gaussian", "eqco-toy", "poole-staircase", "sogclr-gaussian"}
+    assert {p.stem for p in configs} >= shipped
     for path in configs:
         load_sweep(path)
         if "[quick]" in path.read_text():
@@ -238,34 +239,6 @@ def test_divergence_is_recorded_per_seed_not_fatal():
 # ---------------------------------------------------------- pluggable source and objective
 
 
-class FiniteGaussian:
-    """n pairs drawn once per seed, reshuffled every epoch, rows tagged with their index: the
-    finite-dataset mode a per-item objective (SogCLR) needs."""
-
-    def __init__(self, config: RunConfig, seeds, device) -> None:
-        from mibounds.gaussian import sample_pairs
-
-        self.n, self.k = dict(config.source_params)["n"], config.k
-        self.gens = [seed_generator(s, "train", device) for s in seeds]
-        self.data = [sample_pairs(self.n, config.d, config.rho, generator=g) for g in self.gens]
-        self.order: list[Tensor] = []
-
-    def train_batch(self, step: int) -> Batch:
-        start = (step * self.k) % self.n
-        if start == 0:
-            self.order = [torch.randperm(self.n, generator=g) for g in self.gens]
-        idx = torch.stack([o[start : start + self.k] for o in self.order])
-        x = torch.stack([d[0][i] for d, i in zip(self.data, idx, strict=True)])
-        y = torch.stack([d[1][i] for d, i in zip(self.data, idx, strict=True)])
-        return Batch(x=x, y=y, indices=idx)
-
-    def eval_batches(self, n: int) -> Batch:
-        idx = torch.stack([torch.randperm(self.n, generator=g)[: n * self.k] for g in self.gens])
-        x = torch.stack([d[0][i] for d, i in zip(self.data, idx, strict=True)])
-        y = torch.stack([d[1][i] for d, i in zip(self.data, idx, strict=True)])
-        return Batch(x=x.unflatten(1, (n, self.k)), y=y.unflatten(1, (n, self.k)))
-
-
 class CountsVisits(nn.Module):
     """InfoNCE that keeps per-seed, per-item state keyed by ``batch.indices``."""
 
@@ -286,7 +259,7 @@ def test_finite_source_and_stateful_objective_plug_in():
         made.append(CountsVisits(32, n_seeds))
         return made[-1]
 
-    register_source("test-finite", FiniteGaussian, {"n": 32})
+    register_source("test-finite", GaussianDataset, {"n": 32})  # a third-party name
     register_objective(ObjectiveSpec("test-visits", "pairs", "pairwise", build, {}))
     try:
         config = tiny(objective="test-visits", source="test-finite", source_params={"n": 32})

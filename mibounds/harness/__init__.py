@@ -1,7 +1,8 @@
 """The Gaussian harness: train critics with any objective, sweep grids, reproduce the papers.
 
 - ``config``: ``RunConfig`` (one setting), ``Sweep`` (a grid x seeds), TOML loading, shards.
-- ``data``: ``Batch`` and pluggable data sources (``GaussianStream``, ``register_source``).
+- ``data``: ``Batch`` and pluggable data sources (``GaussianStream``, the finite
+  ``GaussianDataset``, ``register_source``).
 - ``objectives``: every bound of ``mibounds.bounds`` / ``mibounds.polyview`` as a training
   objective (``OBJECTIVES``, ``register_objective``).
 - ``trainer``: ``train(config, seeds)``, the R seeds of a setting as one batched model.
@@ -12,7 +13,14 @@
 """
 
 from mibounds.harness.config import RunConfig, Sweep, load_sweep, parse_shard, sweep_from_dict
-from mibounds.harness.data import SOURCES, Batch, DataSource, GaussianStream, register_source
+from mibounds.harness.data import (
+    SOURCES,
+    Batch,
+    DataSource,
+    GaussianDataset,
+    GaussianStream,
+    register_source,
+)
 from mibounds.harness.objectives import OBJECTIVES, ObjectiveSpec, register_objective
 from mibounds.harness.reproduce import REPRODUCTIONS, reproduce
 from mibounds.harness.results import CorruptRecordWarning, append_records, curves, load_results
@@ -26,6 +34,7 @@ __all__ = [
     "Batch",
     "CorruptRecordWarning",
     "DataSource",
+    "GaussianDataset",
     "GaussianStream",
     "ObjectiveSpec",
     "RunConfig",

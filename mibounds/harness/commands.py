@@ -36,7 +36,10 @@ CONFIG is a TOML file:
   run = {steps = 100}
 
 Keys of [run] and [grid]: objective, critic, k, d, m, rho, mi, mi_levels, steps, lr,
-eval_batches, curve_every, objective_params, critic_params, source, source_params.
+eval_batches, curve_every, objective_params, critic_params, source, source_params,
+eval_infonce_k (batch sizes at which every trained critic's InfoNCE is also read, held out).
+A finite dataset: source = {name = "gaussian_finite", n = 4096} (n pairs drawn once, shuffled
+epochs, n a multiple of K); per-item objectives (sogclr) need one.
 NAMES
 Grids used for the papers' figures are in experiments/.
 """
@@ -77,6 +80,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sweep``, ``reproduce`` and ``plot`` to the ``mibounds`` command line."""
     from mibounds.critics import CRITICS
+    from mibounds.harness.data import SOURCES
     from mibounds.harness.objectives import OBJECTIVES
     from mibounds.harness.reproduce import REPRODUCTIONS
 
@@ -84,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     catalogue = (
         f"Objectives for pairs: {' '.join(n for n, o in OBJECTIVES.items() if o.data == 'pairs')}. "
         f"For M views: {' '.join(n for n, o in OBJECTIVES.items() if o.data == 'views')}. "
-        f"Critics: {' '.join(CRITICS)}."
+        f"Critics: {' '.join(CRITICS)}. Data sources: {' '.join(SOURCES)}."
     )
     p = subparsers.add_parser(
         "sweep",

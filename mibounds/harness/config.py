@@ -141,7 +141,11 @@ class RunConfig:
         steps: optimiser steps, a fresh batch each. lr: Adam's learning rate.
         eval_batches: fresh held-out batches the final estimate is averaged over.
         curve_every: the training curve keeps the mean estimate of every block of this many steps.
-        source: a name in ``mibounds.harness.data.SOURCES``, with ``source_params``.
+        source: a name in ``mibounds.harness.data.SOURCES``, with ``source_params`` (e.g.
+            ``source="gaussian_finite", source_params={"n": 4096}``: a finite dataset).
+        eval_infonce_k: batch sizes at which the trained critic's InfoNCE bound is also read on
+            ``eval_batches`` held-out batches each (pairwise objectives): how good the critic is,
+            whatever the objective that trained it, e.g. at a K larger than training's.
     """
 
     objective: str
@@ -160,6 +164,7 @@ class RunConfig:
     critic_params: Params = ()
     source: str = "gaussian"
     source_params: Params = ()
+    eval_infonce_k: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         from mibounds.harness.data import SOURCES
@@ -197,7 +202,30 @@ class RunConfig:
                 f"unknown data source {self.source!r}{_suggest(str(self.source), SOURCES)}; "
                 f"expected one of {sorted(SOURCES)}"
             )
-        SOURCES[self.source].check_params(dict(self.source_params))
+        source = SOURCES[self.source]
+        source.check(self)
+        if spec.per_item and not source.finite:
+            finite = sorted(n for n, s in SOURCES.items() if s.finite)
+            raise ValueError(
+                f"objective {self.objective!r} needs a finite dataset source: it keeps state per "
+                f"dataset item, keyed by the batch's indices, which the streaming source "
+                f"{self.source!r} does not have; use source = one of {finite} with "
+                f"source_params n (e.g. source = {{name = 'gaussian_finite', n = 4096}})"
+            )
+        self._check_eval_k(set_, spec.data)
+
+    def _check_eval_k(self, set_: Any, data: str) -> None:
+        sizes = self.eval_infonce_k
+        if not isinstance(sizes, (tuple, list)):
+            raise ValueError(f"eval_infonce_k must be a list of batch sizes, got {sizes!r}")
+        for k in sizes:
+            check_at_least(k, 2, "each of eval_infonce_k")
+        if sizes and data != "pairs":
+            raise ValueError(
+                f"eval_infonce_k reads the critic's pairwise InfoNCE bound, so it needs a pairwise "
+                f"objective; {self.objective!r} takes M views"
+            )
+        set_(self, "eval_infonce_k", tuple(sorted(set(sizes))))
 
     def _check_data(self, set_: Any) -> None:
         given = [n for n in ("rho", "mi", "mi_levels") if getattr(self, n) not in (None, ())]
@@ -251,11 +279,21 @@ class RunConfig:
         for name in ("objective_params", "critic_params", "source_params"):
             out[name] = dict(getattr(self, name))
         out["mi_levels"] = list(self.mi_levels)
+        out["eval_infonce_k"] = list(self.eval_infonce_k)
         return out
 
     def key(self) -> str:
-        """A stable 16-hex-digit hash of every field: the identity of this setting."""
-        return _digest(self.to_dict())
+        """A stable 16-hex-digit hash of every field: the identity of this setting.
+
+        Fields added after results were first written (``_LATER_FIELDS``) are left out while
+        they hold their default, so the settings of existing results files keep their keys
+        and those files keep resuming.
+        """
+        values = self.to_dict()
+        for name, default in _LATER_FIELDS.items():
+            if values[name] == default:
+                del values[name]
+        return _digest(values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "run config") -> RunConfig:
@@ -273,9 +311,15 @@ class RunConfig:
         _check_keys(values, [f.name for f in dataclasses.fields(cls)], where)
         if "objective" not in values:
             raise ValueError(f"{where} needs an objective")
-        if isinstance(values.get("mi_levels"), list):
-            values["mi_levels"] = tuple(values["mi_levels"])
+        for name in ("mi_levels", "eval_infonce_k"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
+
+
+_LATER_FIELDS: dict[str, Any] = {"eval_infonce_k": []}
+"""``RunConfig`` fields newer than the first results, with the ``to_dict`` value of their
+default: ``RunConfig.key`` omits them at that value."""
 
 
 def _digest(obj: Any) -> str:

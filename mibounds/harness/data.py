@@ -1,15 +1,19 @@
 """Data sources for the trainer: R seeds' batches stacked along a leading seed axis.
 
-A source gives ``train_batch(step)`` (one batch per seed) and ``eval_batches(n)`` (n held-out
-batches per seed, stacked after the seed axis). Each seed draws from its own
+A source gives ``train_batch(step)`` (one batch per seed) and ``eval_batches(n, k=None)`` (n
+held-out batches per seed, stacked after the seed axis). Each seed draws from its own
 ``torch.Generator``, so a seed's numbers do not depend on which other seeds train beside it:
 batched training equals training each seed alone.
 
 Sources are pluggable: ``register_source(name, build, defaults)`` adds one that a
-``RunConfig(source=name, source_params=...)`` then selects. The streaming Gaussian source
-below draws a fresh batch every step; a finite-dataset source (n items drawn once, shuffled
-every epoch) fills ``Batch.indices`` with the items' dataset indices for objectives that keep
-per-item state.
+``RunConfig(source=name, source_params=...)`` then selects. Two are built in, sharing one
+sampler (bounds.md §4):
+
+- ``gaussian`` (``GaussianStream``): a fresh batch every step, an unlimited stream;
+- ``gaussian_finite`` (``GaussianDataset``, ``source_params = {n = ...}``): n items drawn once
+  per seed, shuffled into epochs, rows tagged with their dataset index (``Batch.indices``), for
+  objectives that keep per-item state (SogCLR). Its held-out batches are fresh draws, as
+  the stream's are.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
+from mibounds._checks import check_at_least
 from mibounds.harness.config import check_params
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ __all__ = [
     "SOURCES",
     "Batch",
     "DataSource",
+    "GaussianDataset",
     "GaussianStream",
     "SourceSpec",
     "derive_seed",
@@ -60,15 +66,20 @@ class Batch:
 
 
 class DataSource(Protocol):
-    """What the trainer draws from: built as ``build(config, seeds, device)``."""
+    """What the trainer draws from: built as ``build(config, seeds, device)``.
+
+    A finite source (registered with ``finite=True``) also has ``n_items`` (its dataset size n)
+    and ``dataset_batches()``, and fills ``Batch.indices`` of its training batches.
+    """
 
     def train_batch(self, step: int) -> Batch:
         """The batch of training step ``step`` (0-based), for every seed."""
         ...
 
-    def eval_batches(self, n: int) -> Batch:
+    def eval_batches(self, n: int, k: int | None = None) -> Batch:
         """``n`` held-out batches per seed, shapes ``(R, n, K, ...)``, from a stream disjoint
-        from training's."""
+        from training's; with ``k``, batches of k rows for a readout, from a stream of their
+        own (the trainer passes ``k`` only when a readout asks for one)."""
         ...
 
 
@@ -95,38 +106,138 @@ class GaussianStream:
     def __init__(self, config: RunConfig, seeds: Sequence[int], device: torch.device) -> None:
         self.config = config
         self.device = device
+        self.seeds = tuple(seeds)
         self.rhos = config.rho_levels()
         self.train_gens = [seed_generator(s, "train", device) for s in seeds]
         self.eval_gens = [seed_generator(s, "eval", device) for s in seeds]
+        # readout streams, one per batch size k and seed, whatever the config: so every method
+        # is read on the same held-out rows, and a readout never depends on other evaluations
+        self.readout_gens: dict[int, list[torch.Generator]] = {}
 
-    def _draw(self, gen: torch.Generator, n: int | None, rho: float) -> tuple[Tensor, ...]:
+    def _draw(self, gen: torch.Generator, rows: int, rho: float) -> tuple[Tensor, ...]:
+        """``rows`` i.i.d. rows from one seed's generator: ``(x, y)`` each ``(rows, d)`` for
+        pairs, ``(x,)`` with ``x: (rows, M, d)`` for views."""
         from mibounds.gaussian import sample_pairs, sample_views
 
         c = self.config
-        rows = c.k * (n or 1)
         if c.m is None:
-            parts: tuple[Tensor, ...] = sample_pairs(
-                rows, c.d, rho, generator=gen, device=self.device
-            )
-        else:
-            parts = (sample_views(rows, c.m, c.d, rho, generator=gen, device=self.device),)
-        # n batches are one draw of n * K i.i.d. rows, split into batches
-        return parts if n is None else tuple(p.unflatten(0, (n, c.k)) for p in parts)
+            return sample_pairs(rows, c.d, rho, generator=gen, device=self.device)
+        return (sample_views(rows, c.m, c.d, rho, generator=gen, device=self.device),)
 
-    def _stack(self, gens: list[torch.Generator], n: int | None, rho: float) -> Batch:
-        draws = [self._draw(g, n, rho) for g in gens]
-        parts = [torch.stack(p) for p in zip(*draws, strict=True)]
-        return Batch(x=parts[0], y=parts[1] if len(parts) > 1 else None)
+    def _stack(
+        self, gens: list[torch.Generator], n: int | None, k: int, rho: float
+    ) -> tuple[Tensor, ...]:
+        """Every seed's draw stacked on a leading seed axis: ``(R, k, ...)`` for one batch
+        (``n is None``), ``(R, n, k, ...)`` for n batches (one draw of n k rows, split)."""
+        draws = [self._draw(g, k * (n or 1), rho) for g in gens]
+        parts = tuple(torch.stack(p) for p in zip(*draws, strict=True))
+        return parts if n is None else tuple(p.unflatten(1, (n, k)) for p in parts)
+
+    @staticmethod
+    def _batch(parts: tuple[Tensor, ...], indices: Tensor | None = None) -> Batch:
+        return Batch(x=parts[0], y=parts[1] if len(parts) > 1 else None, indices=indices)
 
     def rho_at(self, step: int) -> float:
         """The correlation at training step ``step`` (the staircase's level, or the constant)."""
         return self.rhos[min(step // self.config.steps_per_level, len(self.rhos) - 1)]
 
     def train_batch(self, step: int) -> Batch:
-        return self._stack(self.train_gens, None, self.rho_at(step))
+        return self._batch(self._stack(self.train_gens, None, self.config.k, self.rho_at(step)))
 
-    def eval_batches(self, n: int) -> Batch:
-        return self._stack(self.eval_gens, n, self.rhos[-1])
+    def eval_batches(self, n: int, k: int | None = None) -> Batch:
+        """``n`` held-out batches per seed, ``(R, n, K, ...)``: without ``k``, of the config's K
+        from the stream ``eval``; with ``k`` (even the config's K), of k rows from the stream
+        ``eval/k={k}``, which depends on the seed and k alone."""
+        if k is None:
+            return self._batch(self._stack(self.eval_gens, n, self.config.k, self.rhos[-1]))
+        if k not in self.readout_gens:
+            self.readout_gens[k] = [
+                seed_generator(s, f"eval/k={k}", self.device) for s in self.seeds
+            ]
+        return self._batch(self._stack(self.readout_gens[k], n, k, self.rhos[-1]))
+
+
+class GaussianDataset(GaussianStream):
+    """A finite Gaussian dataset: n items drawn once per seed, shuffled into epochs.
+
+    ``source_params = {"n": n}``, n a multiple of K. The items are the first n rows of the
+    seed's training stream (the sampler of ``GaussianStream``, at the config's one rho). Epoch
+    ``e = step // (n / K)`` visits them in the order of a fresh permutation drawn from the
+    seed's own generator for that epoch (purpose ``shuffle/e``, so any step can be produced
+    without replaying the earlier ones), in n / K batches of K rows: every item exactly once
+    per epoch. ``Batch.indices: (R, K)`` holds the rows' dataset indices. Held-out batches are
+    fresh draws from the same distribution (``GaussianStream.eval_batches``), never items.
+    ``data`` holds the items: ``(x, y)`` each ``(R, n, d)`` for pairs, ``(x,)`` with
+    ``x: (R, n, M, d)`` for views.
+
+    Why K must divide n: a partial last batch would either be dropped (an item missing from
+    its epoch) or be a smaller batch (another K), and a batch across two epochs could hold one
+    item twice, i.e. a sample as its own negative.
+    """
+
+    def __init__(self, config: RunConfig, seeds: Sequence[int], device: torch.device) -> None:
+        super().__init__(config, seeds, device)
+        self.n_items: int = dict(config.source_params)["n"]
+        self.batches_per_epoch = self.n_items // config.k
+        self.data = self._stack(self.train_gens, None, self.n_items, self.rhos[0])
+        self._epoch, self._order = -1, torch.empty(0)
+
+    def order(self, epoch: int) -> Tensor:
+        """``(R, n)`` each seed's permutation of its items in epoch ``epoch``."""
+        return torch.stack(
+            [
+                torch.randperm(
+                    self.n_items,
+                    generator=seed_generator(s, f"shuffle/{epoch}", self.device),
+                    device=self.device,
+                )
+                for s in self.seeds
+            ]
+        )
+
+    def rows(self, indices: Tensor) -> Batch:
+        """The items ``indices: (R, ...)`` of each seed's dataset, as a ``Batch`` of that shape
+        (``x: (R, ..., d)`` or ``(R, ..., M, d)``) with ``indices`` set."""
+        flat = indices.flatten(1)
+        seed_axis = torch.arange(flat.shape[0], device=self.device).unsqueeze(1)
+        parts = tuple(p[seed_axis, flat].unflatten(1, indices.shape[1:]) for p in self.data)
+        return self._batch(parts, indices)
+
+    def train_batch(self, step: int) -> Batch:
+        epoch, position = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, self.order(epoch)
+        k = self.config.k
+        return self.rows(self._order[:, position * k : (position + 1) * k])
+
+    def dataset_batches(self) -> Batch:
+        """The whole dataset in index order as n / K batches per seed: ``(R, n / K, K, ...)``
+        (the layout of ``eval_batches``), for reading per-item state after training."""
+        r, k = len(self.seeds), self.config.k
+        idx = torch.arange(self.n_items, device=self.device).view(1, -1, k).expand(r, -1, -1)
+        return self.rows(idx)
+
+
+def _check_finite_config(config: RunConfig) -> None:
+    """A finite dataset is drawn once at one MI, and split into whole batches of K."""
+    n, k = dict(config.source_params)["n"], config.k
+    check_at_least(n, 2, "source_params n (the dataset size)")
+    if n < k:
+        raise ValueError(
+            f"source 'gaussian_finite' needs n >= K: a batch is K distinct items, got n = {n} "
+            f"< K = {k}"
+        )
+    if n % k:
+        low, high = n // k * k, (n // k + 1) * k
+        raise ValueError(
+            f"source 'gaussian_finite' needs n to be a multiple of K = {k} (every epoch is whole "
+            f"batches, each item once), got n = {n}; use e.g. n = {low or high} or {high}"
+        )
+    if config.mi_levels:
+        raise ValueError(
+            "source 'gaussian_finite' draws its dataset once, at one MI: give rho or mi, not "
+            f"mi_levels = {list(config.mi_levels)}"
+        )
 
 
 SourceBuilder = Callable[["RunConfig", Sequence[int], torch.device], DataSource]
@@ -134,15 +245,25 @@ SourceBuilder = Callable[["RunConfig", Sequence[int], torch.device], DataSource]
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A data source: ``build(config, seeds, device)`` and the ``source_params`` it accepts."""
+    """A data source: ``build(config, seeds, device)``, the ``source_params`` it accepts,
+    whether it is ``finite`` (indexes a dataset, for per-item objectives) and an optional
+    ``check_config(config)`` that rejects settings it cannot serve, before any training."""
 
     name: str
     build: SourceBuilder
     defaults: Mapping[str, Any]
     required: tuple[str, ...] = ()
+    finite: bool = False
+    check_config: Callable[[RunConfig], None] | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         check_params(f"data source {self.name!r}", params, self.defaults, self.required)
+
+    def check(self, config: RunConfig) -> None:
+        """``check_params`` on the config's ``source_params``, then ``check_config``."""
+        self.check_params(dict(config.source_params))
+        if self.check_config is not None:
+            self.check_config(config)
 
 
 SOURCES: dict[str, SourceSpec] = {}
@@ -153,11 +274,21 @@ def register_source(
     build: SourceBuilder,
     defaults: Mapping[str, Any] | None = None,
     required: Sequence[str] = (),
+    *,
+    finite: bool = False,
+    check_config: Callable[[RunConfig], None] | None = None,
 ) -> SourceSpec:
     """Make ``RunConfig(source=name)`` build its data with ``build(config, seeds, device)``."""
-    spec = SourceSpec(name, build, dict(defaults or {}), tuple(required))
+    spec = SourceSpec(name, build, dict(defaults or {}), tuple(required), finite, check_config)
     SOURCES[name] = spec
     return spec
 
 
 register_source("gaussian", GaussianStream)
+register_source(
+    "gaussian_finite",
+    GaussianDataset,
+    required=("n",),
+    finite=True,
+    check_config=_check_finite_config,
+)

@@ -7,9 +7,9 @@ maximises it. ``critic(x, y=None)`` maps seed-stacked inputs to seed-stacked sco
 ``(R, ..., K, d), (R, ..., K, d) -> (R, ..., K, K)``, views ``(R, ..., K, M, d) ->
 (R, ..., K, M, K, M)``. The estimator itself runs once on the stacked scores, outside any vmap.
 
-Objectives are stateless callables or stateful ``nn.Module``s (MINE's moving average here; a
-per-item state keyed by ``batch.indices`` for finite-dataset objectives). The trainer moves
-modules to the device and switches them to ``eval()`` for the held-out estimate.
+Objectives are stateless callables or stateful ``nn.Module``s (MINE's moving average; SogCLR's
+per-item partitions keyed by ``batch.indices``, which need a finite dataset source). The trainer
+moves modules to the device and switches them to ``eval()`` for the final estimate.
 ``register_objective`` adds new ones.
 """
 
@@ -21,11 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from mibounds import bounds, polyview
 from mibounds.harness.config import _suggest, check_params
 from mibounds.harness.data import Batch
+from mibounds.sogclr import GlobalContrastive
 
 __all__ = [
     "OBJECTIVES",
@@ -48,7 +50,8 @@ class Objective(Protocol):
         ...
 
 
-ObjectiveBuilder = Callable[[Mapping[str, Any], int], Objective]
+ObjectiveBuilder = Callable[..., Objective]
+"""``build(params, n_seeds)``, or ``build(params, n_seeds, n_items)`` for a per-item objective."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,17 @@ class ObjectiveSpec:
         data: ``"pairs"`` (takes (x, y), no M) or ``"views"`` (takes M >= 2 views).
         target: the true MI the estimate is compared with: ``"pairwise"`` I(x; y) (or
             I(x_a; x_b) for views) or ``"one_vs_rest"`` I(x_a; X_{\\a}).
-        build: ``build(params, n_seeds) -> Objective``.
+        build: ``build(params, n_seeds) -> Objective``; with ``per_item``,
+            ``build(params, n_seeds, n_items)``.
         defaults / required: the keyword parameters it accepts.
         is_bound: ``is_bound(k, params)``, whether the estimate is a lower bound at batch size k.
+        per_item: the objective keeps state per dataset item, keyed by ``batch.indices``. It
+            then needs a finite source (``RunConfig`` refuses others), is built with the dataset
+            size, and its final estimate is read on the training set, one pass over every item
+            in ``eval()`` mode (the state exists only for the dataset's items), not on fresh
+            held-out batches; the trainer adds the critic's held-out InfoNCE at K beside it.
+        check: ``check(params)`` with the defaults filled in, raising ``ValueError`` on values
+            the objective cannot take (run when the config is built, before any training).
     """
 
     name: str
@@ -71,6 +82,8 @@ class ObjectiveSpec:
     defaults: Mapping[str, Any]
     required: tuple[str, ...] = ()
     is_bound: Callable[[int, Mapping[str, Any]], bool] = lambda k, params: True
+    per_item: bool = False
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         check_params(f"objective {self.name!r}", params, self.defaults, self.required)
@@ -79,6 +92,11 @@ class ObjectiveSpec:
                 f"objective {self.name!r}: bound must be one of {sorted(bounds.PAIRWISE)}, "
                 f"got {params['bound']!r}"
             )
+        if self.check is not None:
+            try:
+                self.check(self.params(params))
+            except ValueError as err:
+                raise ValueError(f"objective {self.name!r}: {err}") from None
 
     def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults overridden by ``given``."""
@@ -170,6 +188,80 @@ register_objective(
         lambda params, n: MineObjective(params["momentum"], n),
         {"momentum": 0.99},
         is_bound=lambda k, params: False,
+    )
+)
+
+
+class SogCLRObjective(nn.Module):
+    """SogCLR's global contrastive estimate on pairwise scores, one partition ``u_i`` per dataset
+    item and seed (``mibounds.sogclr.GlobalContrastive``, ``batch_shape=(R,)``; Yuan et al. 2022,
+    ICML, arXiv 2202.12387, Algorithm 1; bounds.md §7).
+
+    ``forward(critic, batch) -> (R,)`` on one batch per seed (``batch.x, batch.y: (R, K, d)``,
+    ``batch.indices: (R, K)``), or ``(R, B)`` on B batches per seed (``(R, B, K, d)``, read one
+    batch at a time). With ``s = critic(x, y)``, in nats:
+
+        train(): u_i <- (1 - gamma) u_i + gamma mean_{j != i} exp(s_ij)   (gamma = 1 on a first
+                 visit), value mean_i [s_ii - log u_i], gradient that of SogCLR's surrogate
+                 mean_i [s_ii - mean_{j != i} stopgrad(exp(s_ij) / u_i) s_ij];
+        eval():  mean_i [s_ii - log u_i] with the stored u, which it does not move.
+
+    What the number means (derivation, not a paper's claim). ``u_i`` averages minibatch
+    partitions whose negatives are a uniform sample of the other items, so it estimates the
+    dataset partition ``Z_n(x_i) = mean_{j != i} exp f(x_i, y_j)``, itself an estimate of
+    ``Z(x_i) = E_{y ~ p(y)} exp f(x_i, y)``. Then ``s_ii - log u_i`` estimates
+    ``log q(y_i | x_i) / p(y_i)`` for the self-normalised ``q(y | x) = p(y) e^f / Z(x)``, and
+    with the exact Z, ``E[f(x, y)] - E log Z(x)`` is a lower bound on I(X; Y) (Barber-Agakov,
+    Poole et al. 2019's TUBA with baseline a(x) = Z(x)) with no log K ceiling. There is no
+    ``+ log K`` or ``+ log(K - 1)`` term: InfoNCE's log K turns its sum over K candidates into
+    a mean, and ``u_i`` is already a mean. The global estimate is the plug-in of that bound,
+    **an estimate, not a bound** (``is_bound`` False): ``E log u_i <= log E u_i`` (Jensen)
+    biases it upwards, most at gamma = 0.9 where ``u_i`` is mostly the last batch's K - 1
+    negatives (at gamma = 1 it is the decoupled minibatch InfoNCE, which exceeds I even at the
+    optimal critic, ``mibounds.sogclr.global_contrastive``); u lags a critic still training;
+    and the trainer reads it on the training items themselves (``ObjectiveSpec.per_item``), the
+    pairs the critic was fitted to. The trainer reports beside it the critic's InfoNCE bound on
+    fresh held-out batches (<= log K), which is a bound.
+
+    SogCLR's analysis assumes bounded scores (cosine similarity over a temperature); with an
+    unbounded critic and gamma < 1 training can diverge (``global_contrastive``), so use e.g.
+    ``critic = {name = "separable", similarity = "cosine", temperature = 0.1}``.
+    """
+
+    def __init__(self, n_items: int, gamma: float, n_seeds: int) -> None:
+        super().__init__()
+        self.partitions = GlobalContrastive(n_items, gamma, batch_shape=(n_seeds,))
+
+    def forward(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
+        if batch.indices is None:
+            raise ValueError(
+                "objective 'sogclr' needs batch.indices (the rows' dataset indices), got None: "
+                "its data source must be a finite dataset"
+            )
+        scores = critic(batch.x, batch.y)
+        if scores.dim() == 3:
+            return self.partitions(scores, batch.indices, validate_args=validate_args)
+        parts = [
+            self.partitions(scores[:, b], batch.indices[:, b], validate_args=validate_args)
+            for b in range(scores.shape[1])
+        ]
+        return torch.stack(parts, dim=1)
+
+
+def _check_gamma(params: Mapping[str, Any]) -> None:
+    GlobalContrastive(2, params["gamma"])  # the module's own check of gamma, at config time
+
+
+register_objective(
+    ObjectiveSpec(
+        "sogclr",
+        "pairs",
+        "pairwise",
+        lambda params, n_seeds, n_items: SogCLRObjective(n_items, params["gamma"], n_seeds),
+        {"gamma": 0.9},
+        is_bound=lambda k, params: False,
+        per_item=True,
+        check=_check_gamma,
     )
 )
 

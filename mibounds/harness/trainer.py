@@ -18,7 +18,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 import mibounds
+from mibounds import bounds
 from mibounds.harness.config import RunConfig
-from mibounds.harness.data import SOURCES, derive_seed
-from mibounds.harness.objectives import build_critic, objective_spec
+from mibounds.harness.data import SOURCES, Batch, derive_seed
+from mibounds.harness.objectives import PairwiseObjective, build_critic, objective_spec
 
 __all__ = ["StackedCritic", "environment", "train", "true_mi"]
 
@@ -131,16 +132,25 @@ _EVAL_SCORES = 2**16
 _EVAL_DRAW = 50
 
 
-def _evaluate(objective: Any, critic: StackedCritic, source: Any, config: RunConfig) -> Tensor:
-    """``(R, eval_batches)`` estimates on held-out batches, the critic frozen."""
+def _held_out(source: Any, n: int, k: int | None = None) -> Iterator[Batch]:
+    """``n`` held-out batches of ``k`` rows (default the config's K), in draws of _EVAL_DRAW."""
+    for start in range(0, n, _EVAL_DRAW):
+        count = min(_EVAL_DRAW, n - start)
+        yield source.eval_batches(count) if k is None else source.eval_batches(count, k)
+
+
+def _evaluate(
+    objective: Any, critic: StackedCritic, draws: Iterable[Batch], rows: int, what: str
+) -> Tensor:
+    """``(R, batches)`` estimates of ``objective`` on ``draws`` (each ``(R, n, K, ...)``: n
+    batches of ``rows`` scored rows per seed), the critic frozen, in pieces that bound memory."""
     r = critic.size
-    per_batch = (config.k * (config.m or 1)) ** 2
-    piece = max(1, _EVAL_SCORES // (r * per_batch))
-    values = []
+    piece = max(1, _EVAL_SCORES // (r * rows**2))
+    values, batches = [], 0
     with torch.no_grad():
-        for start in range(0, config.eval_batches, _EVAL_DRAW):
-            batch = source.eval_batches(min(_EVAL_DRAW, config.eval_batches - start))
+        for batch in draws:
             n = batch.x.shape[1]
+            batches += n
             for lo in range(0, n, piece):
                 part = type(batch)(
                     **{
@@ -150,12 +160,15 @@ def _evaluate(objective: Any, critic: StackedCritic, source: Any, config: RunCon
                 )
                 values.append(objective(critic, part, validate_args=False))
     out = torch.cat(values, dim=1)
-    if out.shape != (r, config.eval_batches):
+    if out.shape != (r, batches):
         raise ValueError(
-            f"objective {config.objective!r} returned held-out estimates of shape "
-            f"{tuple(out.shape)}, expected (R, batches) = {(r, config.eval_batches)}"
+            f"{what} returned estimates of shape {tuple(out.shape)}, expected (R, batches) = "
+            f"{(r, batches)}"
         )
     return out
+
+
+_INFONCE = PairwiseObjective(bounds.infonce)
 
 
 def train(
@@ -169,20 +182,28 @@ def train(
 ) -> list[dict[str, Any]]:
     """Train ``config``'s critic for every seed in ``seeds`` as one batched model; one record each.
 
-    Training: ``config.steps`` Adam steps maximising the objective's estimate on a fresh batch
-    each step. The first step runs with the estimators' ``validate_args`` (shapes and finite
-    scores); after that a seed whose estimate stops being finite is recorded as diverged
-    (``diverged_step``) rather than stopping the other seeds.
-    Evaluation: the final critic, frozen, on ``config.eval_batches`` held-out batches.
+    Training: ``config.steps`` Adam steps maximising the objective's estimate on the source's
+    batch of each step (a fresh one, or the next of a finite dataset's shuffled epoch). The
+    first step runs with the estimators' ``validate_args`` (shapes and finite scores); after
+    that a seed whose estimate stops being finite is recorded as diverged (``diverged_step``)
+    rather than stopping the other seeds.
+    Evaluation: the final critic, frozen, with the objective in ``eval()`` mode (state read, not
+    moved), on ``config.eval_batches`` held-out batches; for a per-item objective
+    (``ObjectiveSpec.per_item``, e.g. SogCLR) instead on one pass over the training set, the
+    items its state belongs to. Readouts: the critic's InfoNCE bound on ``config.eval_batches``
+    held-out batches of each size in ``config.eval_infonce_k`` (and of K for a per-item
+    objective), each size from its own held-out stream.
 
     Returns:
         One dict per seed, in ``seeds`` order: ``extra``, the config's fields, ``seed``,
-        ``estimate_mean`` / ``estimate_sd`` (nats, over held-out batches), ``mi_pairwise``,
+        ``estimate_mean`` / ``estimate_sd`` (nats, over the evaluation batches), ``mi_pairwise``,
         ``mi_one_vs_rest``, ``true_mi`` (the MI the objective estimates), ``gap = true_mi -
         estimate_mean``, ``relative_mi = true_mi / estimate_mean`` (and both against the
-        one-vs-rest MI for views), ``is_bound``, ``log_k``, ``diverged_step``, the training
-        curve ``curve_step`` / ``curve_estimate`` (block means over ``curve_every`` steps),
-        ``wall_time_s`` (of the batched group), ``batched_seeds`` and the environment.
+        one-vs-rest MI for views), ``is_bound``, ``estimate_on`` ("held-out" or "training
+        set"), ``log_k``, ``diverged_step``, the training curve ``curve_step`` /
+        ``curve_estimate`` (block means over ``curve_every`` steps), the readouts
+        ``infonce_k{k}_mean`` / ``infonce_k{k}_sd`` (nats; bounds), ``wall_time_s`` (of the
+        batched group), ``batched_seeds`` and the environment.
     """
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -192,11 +213,11 @@ def train(
     started = time.perf_counter()
     spec = objective_spec(config.objective)
     params = spec.params(dict(config.objective_params))
-    objective = spec.build(params, r)
+    source = SOURCES[config.source].build(config, seeds, device)
+    objective = spec.build(params, r, source.n_items) if spec.per_item else spec.build(params, r)
     if isinstance(objective, nn.Module):
         objective.to(device).train()
     critic = StackedCritic([init_critic(config, s) for s in seeds], device)
-    source = SOURCES[config.source].build(config, seeds, device)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr)
 
     block_sum = torch.zeros(r, device=device)
@@ -229,13 +250,27 @@ def train(
 
     if isinstance(objective, nn.Module):
         objective.eval()
-    held_out = _evaluate(objective, critic, source, config)
+    rows = config.k * (config.m or 1)
+    what = f"objective {config.objective!r}"
+    if spec.per_item:
+        final = _evaluate(objective, critic, [source.dataset_batches()], rows, what)
+    else:
+        final = _evaluate(objective, critic, _held_out(source, config.eval_batches), rows, what)
+    readouts = {}
+    for k in sorted({*config.eval_infonce_k, *([config.k] if spec.per_item else [])}):
+        held_out = _held_out(source, config.eval_batches, k)
+        readouts[k] = _evaluate(_INFONCE, critic, held_out, k, "the InfoNCE readout")
     wall = time.perf_counter() - started
 
     truth = true_mi(config)
     curve_values = torch.stack(curve, dim=1).cpu().tolist()
-    means = held_out.mean(1).cpu().tolist()
-    sds = held_out.std(1).cpu().tolist()
+    means = final.mean(1).cpu().tolist()
+    sds = final.std(1).cpu().tolist()
+    readout_values = {
+        f"infonce_k{k}_{name}": stat(1).cpu().tolist()
+        for k, v in readouts.items()
+        for name, stat in (("mean", v.mean), ("sd", v.std))
+    }
     diverged_at = diverged.cpu().tolist()
     shared = {
         **(extra or {}),
@@ -245,6 +280,7 @@ def train(
         "data": spec.data,
         "target": spec.target,
         "is_bound": bool(spec.is_bound(config.k, params)),
+        "estimate_on": "training set" if spec.per_item else "held-out",
         "rho_final": config.rho_levels()[-1],
         "log_k": math.log(config.k),
         "mi_pairwise": truth["pairwise"],
@@ -274,6 +310,7 @@ def train(
                 "diverged_step": None if diverged_at[i] < 0 else diverged_at[i],
                 "curve_step": curve_steps,
                 "curve_estimate": curve_values[i],
+                **{name: values[i] for name, values in readout_values.items()},
             }
         )
     return records
