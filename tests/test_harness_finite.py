@@ -23,13 +23,8 @@ from mibounds.harness.objectives import SogCLRObjective
 from mibounds.harness.reproduce import bound_violations, sogclr_findings, sogclr_quantities
 from mibounds.harness.results import load_results
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: many tiny steps (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 BOUNDED = {"hidden_dim": 16, "embed_dim": 8, "n_hidden": 1, "similarity": "cosine"}
