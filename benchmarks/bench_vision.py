@@ -2,7 +2,7 @@
 
 One step = the ``(K, M, 3, 32, 32)`` views through ResNet-18 (CIFAR stem) and the SimCLR
 projector (2048-128) in one forward pass, the objective on ``z: (K, M, 128)``, the backward and
-an SGD update: ``mibounds.vision.train.compute_loss`` plus the optimiser, as the trainer runs it
+an SGD update: ``mibounds.vision.training.compute_loss`` plus the optimiser, as the trainer runs it
 (without data loading, which overlaps with the step in loader workers).
 
 - images/s = K / step time (views/s = K M / step time); median over ``--steps`` timed steps
@@ -26,7 +26,7 @@ import torch
 
 from mibounds.vision.encoders import Encoder
 from mibounds.vision.objectives import ObjectiveContext, build_objective
-from mibounds.vision.train import compute_loss
+from mibounds.vision.training import compute_loss
 
 
 def _sync(device: torch.device) -> None:

@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.stats
 import torch
 
-from mibounds.vision.train import TrainConfig, build_data, build_encoder, train
+from mibounds.vision.training import TrainConfig, build_data, build_encoder, train
 
 ROOT = Path(__file__).resolve().parents[1]
 POLYVIEW = ("multicrop", "geometric", "arithmetic", "sufficient-statistics")

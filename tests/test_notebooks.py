@@ -131,7 +131,7 @@ def test_private_name_check_catches_private_access(source):
 def test_private_name_check_accepts_public_code():
     source = (
         "import mibounds.gaussian\nfrom mibounds import bounds\n"
-        "from mibounds.vision.train import train\n"
+        "from mibounds.vision.training import train\n"
         "x = bounds.infonce(mibounds.gaussian.pair_log_ratio(a, b, 0.5))\nprint(x.__class__)"
     )
     assert private_names(source) == []

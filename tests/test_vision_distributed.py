@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mibounds.vision.distributed import all_gather_with_grad
 from mibounds.vision.encoders import Encoder
 from mibounds.vision.objectives import ObjectiveContext, build_objective
-from mibounds.vision.train import TrainConfig, compute_loss, load_checkpoint, train
+from mibounds.vision.training import TrainConfig, compute_loss, load_checkpoint, train
 
 # one torch thread: many tiny steps (conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -13,7 +13,7 @@ from mibounds.vision import commands
 from mibounds.vision.datasets import ImageSet, load_dataset
 from mibounds.vision.encoders import Encoder, backbone, projector
 from mibounds.vision.probe import evaluate, knn_accuracy, linear_probe
-from mibounds.vision.train import TrainConfig, build_data, build_encoder
+from mibounds.vision.training import TrainConfig, build_data, build_encoder
 from mibounds.vision.views import MultiView, ViewConfig, view_transform
 
 # one torch thread: many tiny steps (conftest.single_thread)

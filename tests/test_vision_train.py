@@ -13,9 +13,9 @@ import pickle
 import pytest
 import torch
 
-from mibounds.vision import train as train_module
+from mibounds.vision import training as train_module
 from mibounds.vision.objectives import OBJECTIVES, ObjectiveContext, build_objective
-from mibounds.vision.train import (
+from mibounds.vision.training import (
     EpochBatches,
     TrainConfig,
     build_data,
@@ -265,3 +265,11 @@ def test_image_folder_tree_loads(tmp_path) -> None:
     assert views[0][0].shape == (2, 3, 32, 32)
     assert train_eval[0][0].shape == (3, 32, 32)
     assert sorted(int(train_eval[i][1]) for i in range(6)) == [0, 0, 0, 1, 1, 1]
+
+
+def test_package_exports_the_train_function_even_after_the_module_loads():
+    """``mibounds.vision.train`` is the function: no submodule of that name shadows it."""
+    import mibounds.vision
+    from mibounds.vision import training
+
+    assert mibounds.vision.train is training.train

@@ -4,7 +4,7 @@
 Modules (one idea each): ``encoders`` (ResNet backbones, the SimCLR projector), ``views``
 (multi-view augmentation), ``datasets`` (digits, CIFAR-10, ImageFolder; local files only),
 ``objectives`` (the registry of training losses), ``distributed`` (process groups, a
-differentiable all-gather), ``train`` (the training loop, checkpoints, run records), ``probe``
+differentiable all-gather), ``training`` (the training loop, checkpoints, run records), ``probe``
 (linear and kNN probes on frozen features) and ``commands`` (``mibounds vision ...``).
 
 Names are imported lazily, so ``import mibounds.vision`` does not import torchvision.
@@ -23,9 +23,9 @@ _EXPORTS = {
     "OBJECTIVES": "objectives",
     "build_objective": "objectives",
     "register_objective": "objectives",
-    "TrainConfig": "train",
-    "train": "train",
-    "probe_run": "train",
+    "TrainConfig": "training",
+    "train": "training",
+    "probe_run": "training",
     "evaluate": "probe",
     "knn_accuracy": "probe",
     "linear_probe": "probe",

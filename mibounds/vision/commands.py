@@ -17,7 +17,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the trainer imports torchvision: only for annotations here
-    from mibounds.vision.train import TrainConfig
+    from mibounds.vision.training import TrainConfig
 
 __all__ = ["register"]
 
@@ -205,7 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The ``TrainConfig`` an argparse namespace of ``vision train`` describes."""
-    from mibounds.vision.train import TrainConfig
+    from mibounds.vision.training import TrainConfig
 
     values = vars(args)
     names = {f.name for f in fields(TrainConfig)}
@@ -240,7 +240,7 @@ def _bad_input_in_one_line(
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from mibounds.vision.train import train
+    from mibounds.vision.training import train
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -262,7 +262,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 @_bad_input_in_one_line
 def run_probe(args: argparse.Namespace) -> int:
-    from mibounds.vision.train import probe_run
+    from mibounds.vision.training import probe_run
 
     result = probe_run(
         args.run,
