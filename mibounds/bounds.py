@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mibounds._checks import check_finite, check_positive, check_scores, off_diagonal_mask
+from mibounds._checks import check_finite, check_positive, check_scores, drop_positives
 
 __all__ = [
     "MINE",
@@ -50,8 +50,7 @@ def _positives(s: Tensor) -> Tensor:
 def _negatives_logmeanexp(s: Tensor) -> Tensor:
     """``(..., K, K) -> (...)``: ``log mean_{i!=j} exp(s[..., i, j])``, stable for any scale."""
     k = s.shape[-1]
-    masked = s.masked_fill(~off_diagonal_mask(k, device=s.device), -math.inf)
-    return masked.flatten(-2).logsumexp(-1) - math.log(k * (k - 1))
+    return drop_positives(s).flatten(-2).logsumexp(-1) - math.log(k * (k - 1))
 
 
 def _checked_output(value: Tensor, name: str, validate_args: bool) -> Tensor:
@@ -291,7 +290,7 @@ def eqco(scores: Tensor, alpha: float, *, validate_args: bool = True) -> Tensor:
     s = check_scores(scores, validate_args=validate_args)
     k = s.shape[-1]
     pos = _positives(s)
-    negatives = s.masked_fill(~off_diagonal_mask(k, device=s.device), -math.inf).logsumexp(-1)
+    negatives = drop_positives(s).logsumexp(-1)
     partition = torch.logaddexp(pos, negatives + math.log(alpha / (k - 1)))
     return math.log(alpha + 1.0) - (partition - pos).mean(-1)
 
