@@ -64,36 +64,47 @@ PairCritic = Callable[[Tensor, Tensor], Tensor]
 # ------------------------------------------------------------------------------------ checks
 
 
+def _check_samples_and_views(
+    t: Tensor,
+    name: str,
+    layout: str,
+    axes: tuple[int, int],
+    fits: Callable[[tuple[int, ...]], bool],
+    validate_args: bool,
+) -> Tensor:
+    """Check a tensor of layout ``layout`` whose sample and view axes are ``axes`` (K, M >= 2;
+    ``fits(shape)`` says whether the shape has the layout) and upcast it."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    shape = tuple(t.shape)
+    if not fits(shape):
+        raise ValueError(f"{name} must have shape {layout}, got shape {shape}")
+    k, m = (shape[axis] for axis in axes)
+    if k < 2:
+        raise ValueError(f"{name} needs K >= 2 samples, got K = {k} (shape {shape})")
+    if m < 2:
+        raise ValueError(f"{name} needs M >= 2 views, got M = {m} (shape {shape})")
+    if validate_args:
+        check_finite(t, name)
+    return compute_dtype(t)
+
+
 def _check_poly_scores(S: Tensor, validate_args: bool, name: str = "S") -> Tensor:
     """Check ``S: (..., K, M, K, M)`` with K, M >= 2 and upcast it to the compute dtype."""
-    if not isinstance(S, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(S).__name__}")
-    shape = tuple(S.shape)
-    if S.dim() < 4 or shape[-4] != shape[-2] or shape[-3] != shape[-1]:
-        raise ValueError(f"{name} must have shape (..., K, M, K, M), got shape {shape}")
-    if shape[-4] < 2:
-        raise ValueError(f"{name} needs K >= 2 samples, got K = {shape[-4]} (shape {shape})")
-    if shape[-3] < 2:
-        raise ValueError(f"{name} needs M >= 2 views, got M = {shape[-3]} (shape {shape})")
-    if validate_args:
-        check_finite(S, name)
-    return compute_dtype(S)
+
+    def fits(shape: tuple[int, ...]) -> bool:
+        return len(shape) >= 4 and shape[-4] == shape[-2] and shape[-3] == shape[-1]
+
+    return _check_samples_and_views(S, name, "(..., K, M, K, M)", (-4, -3), fits, validate_args)
 
 
 def _check_views(z: Tensor, validate_args: bool, name: str = "z") -> Tensor:
     """Check embeddings ``z: (..., K, M, D)`` with K, M >= 2 and upcast them."""
-    if not isinstance(z, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-    shape = tuple(z.shape)
-    if z.dim() < 3:
-        raise ValueError(f"{name} must have shape (..., K, M, D), got shape {shape}")
-    if shape[-3] < 2:
-        raise ValueError(f"{name} needs K >= 2 samples, got K = {shape[-3]} (shape {shape})")
-    if shape[-2] < 2:
-        raise ValueError(f"{name} needs M >= 2 views, got M = {shape[-2]} (shape {shape})")
-    if validate_args:
-        check_finite(z, name)
-    return compute_dtype(z)
+
+    def fits(shape: tuple[int, ...]) -> bool:
+        return len(shape) >= 3
+
+    return _check_samples_and_views(z, name, "(..., K, M, D)", (-3, -2), fits, validate_args)
 
 
 def _check_offset(offset: int, k: int, n: int) -> int:
