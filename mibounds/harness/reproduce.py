@@ -96,6 +96,15 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+def violations_line(violations: pd.DataFrame, none: str, some: str) -> str:
+    """A findings bullet for ``bound_violations``' result: ``none`` when it is empty, else the
+    count, ``some`` (what they are) and each offender's excess in nats."""
+    if violations.empty:
+        return f"- {none}"
+    offenders = ", ".join(f"{r.objective} (+{r.excess:.3f})" for r in violations.itertuples())
+    return f"- {len(violations)} {some} by more than 3 standard errors: {offenders}"
+
+
 def bound_violations(frame: pd.DataFrame, sigmas: float = 3.0) -> pd.DataFrame:
     """Settings whose estimate exceeds the true MI it bounds by more than ``sigmas`` standard
     errors, among runs that are bounds.
@@ -405,11 +414,12 @@ def _polyview_report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
             f"{findings.get('sufficient_statistics_minus_multicrop', math.nan):+.3f} nats."
         )
     lines.append(
-        "- Every bound below the MI it bounds (no setting's seed mean above it by more than 3 "
-        "standard errors of the held-out mean)."
-        if violations.empty
-        else f"- {len(violations)} setting(s) above their true MI by more than 3 standard errors: "
-        + ", ".join(f"{r.objective} (+{r.excess:.3f})" for r in violations.itertuples())
+        violations_line(
+            violations,
+            "Every bound below the MI it bounds (no setting's seed mean above it by more than 3 "
+            "standard errors of the held-out mean).",
+            "setting(s) above their true MI",
+        )
     )
     lines += [_paper_finding(frame), ""]
     paths.append(_write(ctx.tables / f"{stem}.md", "\n".join(lines)))
@@ -1065,13 +1075,13 @@ def _sogclr_finding_lines(
         )
         + "."
     )
-    violations = bound_violations(q)
     lines.append(
-        "- Every bound (each held-out InfoNCE) below the true MI: no setting's seed mean above it "
-        "by more than 3 standard errors of the held-out mean."
-        if violations.empty
-        else f"- {len(violations)} bound(s) above the true MI by more than 3 standard errors: "
-        + ", ".join(f"{r.objective} (+{r.excess:.3f})" for r in violations.itertuples())
+        violations_line(
+            bound_violations(q),
+            "Every bound (each held-out InfoNCE) below the true MI: no setting's seed mean above "
+            "it by more than 3 standard errors of the held-out mean.",
+            "bound(s) above the true MI",
+        )
     )
     return lines
 
