@@ -88,14 +88,3 @@ def check_correlation(rho: float, *, allow_negative: bool = True) -> float:
         interval = "(-1, 1)" if allow_negative else "[0, 1)"
         raise ValueError(f"rho must lie in {interval}, got {rho!r}")
     return float(rho)
-
-
-def drop_positives(s: Tensor) -> Tensor:
-    """``(..., K, N) -> (..., K, N)``: ``s`` with ``-inf`` on the positive diagonal ``j == i``,
-    so that a logsumexp over a row runs over the negatives only.
-
-    An added ``0 / -inf`` mask rather than ``masked_fill``: the addition's backward is the
-    identity, where masked_fill's costs another pass over the K x N gradient.
-    """
-    k, n = s.shape[-2:]
-    return s + torch.zeros(k, n, dtype=s.dtype, device=s.device).fill_diagonal_(-math.inf)

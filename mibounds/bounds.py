@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mibounds._checks import check_finite, check_positive, check_scores, drop_positives
+from mibounds._checks import check_finite, check_positive, check_scores
 
 __all__ = [
     "MINE",
@@ -47,10 +47,21 @@ def _positives(s: Tensor) -> Tensor:
     return s.diagonal(dim1=-2, dim2=-1)
 
 
+def _drop_positives(s: Tensor) -> Tensor:
+    """``(..., K, N) -> (..., K, N)``: ``s`` with ``-inf`` on the positive diagonal ``j == i``,
+    so that a logsumexp over a row runs over the negatives only.
+
+    An added ``0 / -inf`` mask rather than ``masked_fill``: the addition's backward is the
+    identity, where masked_fill's costs another pass over the K x N gradient.
+    """
+    k, n = s.shape[-2:]
+    return s + torch.zeros(k, n, dtype=s.dtype, device=s.device).fill_diagonal_(-math.inf)
+
+
 def _negatives_logmeanexp(s: Tensor) -> Tensor:
     """``(..., K, K) -> (...)``: ``log mean_{i!=j} exp(s[..., i, j])``, stable for any scale."""
     k = s.shape[-1]
-    return drop_positives(s).flatten(-2).logsumexp(-1) - math.log(k * (k - 1))
+    return _drop_positives(s).flatten(-2).logsumexp(-1) - math.log(k * (k - 1))
 
 
 def _checked_output(value: Tensor, name: str, validate_args: bool) -> Tensor:
@@ -290,7 +301,7 @@ def eqco(scores: Tensor, alpha: float, *, validate_args: bool = True) -> Tensor:
     s = check_scores(scores, validate_args=validate_args)
     k = s.shape[-1]
     pos = _positives(s)
-    negatives = drop_positives(s).logsumexp(-1)
+    negatives = _drop_positives(s).logsumexp(-1)
     partition = torch.logaddexp(pos, negatives + math.log(alpha / (k - 1)))
     return math.log(alpha + 1.0) - (partition - pos).mean(-1)
 
