@@ -1,7 +1,7 @@
 """Tests of mibounds.critics: shapes in pairwise and multi-view mode, loop references (every
 pair, every view pair), the analytic critics, cosine scores bounded by 1/temperature, batched
-seeds under torch.func (stack_module_state + functional_call + vmap), device-agnosticism,
-gradients and bad input."""
+seeds under torch.func (stack_module_state + functional_call, with and without vmap),
+device-agnosticism, gradients and bad input."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from mibounds.critics import (
     BilinearCritic,
     ConcatCritic,
     Critic,
+    Linear,
     SeparableCritic,
     mlp,
 )
@@ -172,6 +173,35 @@ def test_vmap_over_stacked_critics_equals_each_critic_alone(name: str) -> None:
     assert not torch.allclose(shared_inputs[0], shared_inputs[1])
 
 
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_stackable_critics_run_stacked_parameters_without_vmap(name: str) -> None:
+    # the ``stackable`` contract: parameters with a leading copy axis R and inputs with the same
+    # leading axis give copy r's scores on slice r, extra batch axes included
+    r = 3
+    critics = [make(name, seed=s) for s in range(r)]
+    assert type(critics[0]).stackable
+    params, buffers = stack_module_state(critics)
+    base = copy.deepcopy(critics[0]).to("meta")
+    xs, ys, zs = randn(r, 2, 5, D, seed=20), randn(r, 2, 5, D, seed=21), randn(r, 4, 3, D, seed=22)
+    pairs = functional_call(base, (params, buffers), (xs, ys))
+    views = functional_call(base, (params, buffers), (zs,))
+    assert pairs.shape == (r, 2, 5, 5) and views.shape == (r, 4, 3, 4, 3)
+    for s, critic in enumerate(critics):
+        torch.testing.assert_close(pairs[s], critic(xs[s], ys[s]))
+        torch.testing.assert_close(views[s], critic(zs[s]))
+
+
+def test_stacked_linear_is_each_copy_alone() -> None:
+    layers = [Linear(4, 3, bias=b).double() for b in (True, True, False, False)]
+    for pair in (layers[:2], layers[2:]):
+        params, _ = stack_module_state(pair)
+        x = randn(2, 6, 5, 4, seed=23)
+        out = functional_call(copy.deepcopy(pair[0]).to("meta"), params, (x,))
+        assert out.shape == (2, 6, 5, 3)
+        for s, layer in enumerate(pair):
+            torch.testing.assert_close(out[s], layer(x[s]))
+
+
 # ------------------------------------------------------------------- devices, dtypes, gradients
 
 
@@ -200,9 +230,9 @@ def test_gradients_reach_every_parameter(name: str) -> None:
 def test_mlp_layers() -> None:
     net = mlp(4, 16, 2, 3, activation=nn.Tanh)
     kinds = [type(layer) for layer in net]
-    assert kinds == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+    assert kinds == [Linear, nn.Tanh, Linear, nn.Tanh, Linear]
     assert net(torch.zeros(7, 2, 4)).shape == (7, 2, 3)
-    assert [type(layer) for layer in mlp(4, 16, 0, 3)] == [nn.Linear]
+    assert [type(layer) for layer in mlp(4, 16, 0, 3)] == [Linear]
 
 
 def test_registry_names_the_learned_critics() -> None:

@@ -4,6 +4,7 @@ sources and stateful objectives, and a quick poly-view reproduction with its fin
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -199,17 +200,43 @@ def test_stacked_critic_is_the_seeds_critics_side_by_side():
         assert torch.allclose(stacked.module(r)(x[r], y[r]), scores[r], atol=1e-6)
 
 
+def test_a_critic_that_is_not_stackable_runs_under_vmap_with_the_same_numbers():
+    class Cubic(nn.Module):
+        """Scores (x^T W y)^3 with a raw parameter: correct alone, not written for stacking."""
+
+        def __init__(self, seed: int) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(seed)
+            self.weight = nn.Parameter(torch.randn(2, 2, generator=g))
+
+        def forward(self, x, y):
+            return ((x @ self.weight) @ y.mT) ** 3
+
+    modules = [Cubic(s) for s in (1, 2)]
+    stacked = StackedCritic(modules)
+    assert not stacked.stackable
+    x, y = torch.randn(2, 3, 8, 2), torch.randn(2, 3, 8, 2)  # an extra batch axis of 3
+    scores = stacked(x, y)
+    for r, module in enumerate(modules):
+        torch.testing.assert_close(scores[r], module(x[r], y[r]))
+    with pytest.raises(ValueError, match="leading seed axis of size R = 2"):
+        stacked(x[:1], y[:1])
+
+
 def test_pairwise_estimates_learn_and_eqco_passes_log_k():
-    # MI = 3 nats > log 8: InfoNCE stays below log K, EqCo(alpha = 64) may exceed it
+    # MI = 3 nats > log 8: InfoNCE stays below log K, EqCo(alpha = 64) may exceed it. Medians
+    # over 8 seeds: one short run is chaotic (a change in float rounding alone moved one EqCo
+    # seed from 2.5 to 0.8 nats), while the medians sit ~1 nat apart (InfoNCE ~1.4, EqCo ~2.4)
     base = {"k": 8, "d": 2, "mi": 3.0, "steps": 150, "eval_batches": 20, "lr": 3e-3}
     infonce, eqco = (
-        train(RunConfig(objective=o, objective_params=p, **base), [0])[0]
+        train(RunConfig(objective=o, objective_params=p, **base), range(8))
         for o, p in (("infonce", {}), ("eqco", {"alpha": 64}))
     )
-    assert infonce["estimate_mean"] <= math.log(8) + 1e-6
-    assert infonce["estimate_mean"] > 1.0  # it learned: the untrained critic scores ~0
-    assert eqco["estimate_mean"] > infonce["estimate_mean"]
-    assert not eqco["is_bound"] and infonce["is_bound"]
+    nce = [r["estimate_mean"] for r in infonce]
+    assert max(nce) <= math.log(8) + 1e-6
+    assert statistics.median(nce) > 1.0  # it learned: the untrained critic scores ~0
+    assert statistics.median(r["estimate_mean"] for r in eqco) > statistics.median(nce) + 0.5
+    assert not eqco[0]["is_bound"] and infonce[0]["is_bound"]
 
 
 def test_divergence_is_recorded_per_seed_not_fatal():

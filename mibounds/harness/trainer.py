@@ -1,8 +1,9 @@
 """Train a critic with any objective for R seeds at once, and evaluate the final estimate.
 
 The R seeds of one setting are one batched model: the R critics' parameters are stacked
-(``torch.func.stack_module_state``) and the critic is ``vmap``-ed over them with
-``functional_call``; the objective then runs once on the stacked scores. Adam is elementwise,
+(``torch.func.stack_module_state``) and the critic runs once on them with ``functional_call``,
+directly for a ``stackable`` critic (batched matmuls), else under ``torch.vmap``; the objective
+then runs once on the stacked scores. Adam is elementwise,
 so one Adam over the stacked parameters is R independent Adams, and the loss is the *sum* of
 the R estimates, so each seed's gradient is its own. With one generator per seed for the
 initialisation and the data (``data.derive_seed``), a seed trained beside others gives the
@@ -34,7 +35,7 @@ from mibounds.harness.config import RunConfig
 from mibounds.harness.data import SOURCES, Batch, derive_seed
 from mibounds.harness.objectives import PairwiseObjective, build_critic, objective_spec
 
-__all__ = ["StackedCritic", "environment", "train", "true_mi"]
+__all__ = ["StackedCritic", "adam", "environment", "train", "true_mi"]
 
 
 class StackedCritic:
@@ -42,21 +43,35 @@ class StackedCritic:
 
     ``critic(x, y=None)`` takes inputs with a leading seed axis of size R and returns the R
     critics' scores stacked the same way: pairs ``(R, ..., K, d), (R, ..., K, d) ->
-    (R, ..., K, K)``; views ``(R, ..., K, M, d) -> (R, ..., K, M, K, M)``.
+    (R, ..., K, K)``; views ``(R, ..., K, M, d) -> (R, ..., K, M, K, M)``. A ``stackable``
+    critic (``mibounds.critics.Critic``) takes the stacks directly; any other runs under
+    ``torch.vmap``, with the same numbers at a higher cost per op.
     """
 
     def __init__(self, modules: Sequence[nn.Module], device: torch.device | str = "cpu") -> None:
+        kinds = {type(m) for m in modules}
+        if len(kinds) != 1:
+            raise ValueError(f"stacked critics must share one class, got {sorted(map(str, kinds))}")
         modules = [m.to(device) for m in modules]
         self.params, self.buffers = stack_module_state(modules)
         # the template only carries the architecture; the parameters come from the stacks
         self.base = copy.deepcopy(modules[0]).to("meta")
         self.size = len(modules)
+        self.stackable = bool(getattr(modules[0], "stackable", False))
 
     def _call(self, params: dict, buffers: dict, *inputs: Tensor) -> Tensor:
         return functional_call(self.base, (params, buffers), inputs)
 
     def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         inputs = (x,) if y is None else (x, y)
+        for name, t in zip("xy", inputs, strict=False):
+            if t.dim() == 0 or t.shape[0] != self.size:
+                raise ValueError(
+                    f"{name} must have a leading seed axis of size R = {self.size}, got shape "
+                    f"{tuple(t.shape)}"
+                )
+        if self.stackable:
+            return self._call(self.params, self.buffers, *inputs)
         return torch.vmap(self._call)(self.params, self.buffers, *inputs)
 
     def parameters(self) -> list[Tensor]:
@@ -76,6 +91,12 @@ def init_critic(config: RunConfig, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         return build_critic(config.critic, dict(config.critic_params), config.d)
+
+
+def adam(params: Iterable[Tensor], lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it has one (CPU, CUDA): one pass over all the
+    parameters rather than several per tensor, about 3x faster on a small stacked critic."""
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def true_mi(config: RunConfig) -> dict[str, float]:
@@ -218,7 +239,7 @@ def train(
     if isinstance(objective, nn.Module):
         objective.to(device).train()
     critic = StackedCritic([init_critic(config, s) for s in seeds], device)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr)
+    optimizer = adam(critic.parameters(), config.lr, device)
 
     block_sum = torch.zeros(r, device=device)
     block_steps, curve, curve_steps = 0, [], []
