@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mibounds._checks import check_finite, check_positive, check_scores
+from mibounds._numerics import logsumexp
 
 __all__ = [
     "MINE",
@@ -61,7 +62,7 @@ def _drop_positives(s: Tensor) -> Tensor:
 def _negatives_logmeanexp(s: Tensor) -> Tensor:
     """``(..., K, K) -> (...)``: ``log mean_{i!=j} exp(s[..., i, j])``, stable for any scale."""
     k = s.shape[-1]
-    return _drop_positives(s).flatten(-2).logsumexp(-1) - math.log(k * (k - 1))
+    return logsumexp(_drop_positives(s).flatten(-2), -1) - math.log(k * (k - 1))
 
 
 def _checked_output(value: Tensor, name: str, validate_args: bool) -> Tensor:
@@ -86,7 +87,7 @@ def infonce(scores: Tensor, *, validate_args: bool = True) -> Tensor:
     """
     s = check_scores(scores, square=False, validate_args=validate_args)
     n = s.shape[-1]
-    return math.log(n) + (_positives(s) - s.logsumexp(-1)).mean(-1)
+    return math.log(n) + (_positives(s) - logsumexp(s, -1)).mean(-1)
 
 
 def tuba(scores: Tensor, log_baseline: Tensor | float, *, validate_args: bool = True) -> Tensor:
@@ -222,12 +223,12 @@ def _leave_one_out_logmeanexp(s: Tensor) -> Tensor:
     O(K^3) naive mask over ``k != j``.
     """
     k = s.shape[-1]
-    lse = s.logsumexp(-1, keepdim=True)
+    lse = logsumexp(s, -1, keepdim=True)
     at_max = torch.zeros_like(s, dtype=torch.bool).scatter_(-1, s.argmax(-1, keepdim=True), True)
     # the value at the max is replaced below; a safe stand-in keeps where()'s gradient finite
     d = (s - lse).masked_fill(at_max, -1.0)
     generic = lse + torch.log1p(-d.exp())
-    without_max = s.masked_fill(at_max, -math.inf).logsumexp(-1, keepdim=True)
+    without_max = logsumexp(s.masked_fill(at_max, -math.inf), -1, keepdim=True)
     return torch.where(at_max, without_max, generic) - math.log(k - 1)
 
 
@@ -301,7 +302,7 @@ def eqco(scores: Tensor, alpha: float, *, validate_args: bool = True) -> Tensor:
     s = check_scores(scores, validate_args=validate_args)
     k = s.shape[-1]
     pos = _positives(s)
-    negatives = _drop_positives(s).logsumexp(-1)
+    negatives = logsumexp(_drop_positives(s), -1)
     partition = torch.logaddexp(pos, negatives + math.log(alpha / (k - 1)))
     return math.log(alpha + 1.0) - (partition - pos).mean(-1)
 

@@ -39,6 +39,7 @@ from mibounds._checks import (
     check_positive,
     compute_dtype,
 )
+from mibounds._numerics import logsumexp
 from mibounds.bounds import infonce
 
 __all__ = [
@@ -164,7 +165,7 @@ def _reduce_other_views(x: Tensor, same_view: Tensor, aggregate: str, dim: int =
     m = x.shape[dim]
     if aggregate == "arithmetic":
         # an additive -inf mask costs one pass forward and none backward (masked_fill: two each)
-        return (x + _log_mask(~same_view, x.dtype)).logsumexp(dim) - math.log(m - 1)
+        return logsumexp(x + _log_mask(~same_view, x.dtype), dim) - math.log(m - 1)
     return x.masked_fill(same_view, 0.0).sum(dim) / (m - 1)
 
 
@@ -179,7 +180,7 @@ def _logsumexp_same_view(S: Tensor) -> Tensor:
     The candidates j are made the contiguous axis first: on CPU a reduction over a strided axis
     with a short inner axis (M) is 1.5-4x slower, forward + backward, than the copy it saves.
     """
-    return S.transpose(-1, -2).contiguous().logsumexp(-1)
+    return logsumexp(S.transpose(-1, -2).contiguous(), -1)
 
 
 def _same_view_cross_entropy(S: Tensor) -> Tensor:
@@ -435,7 +436,7 @@ def polyview_loss(
             torch.arange(n, device=S.device) != offset + torch.arange(k, device=S.device)[:, None]
         )
         # logsumexp over every view of every other sample, then add the positive back
-        others = (S + _log_mask(other[:, None, :, None], S.dtype)).flatten(-2).logsumexp(-1)
+        others = logsumexp((S + _log_mask(other[:, None, :, None], S.dtype)).flatten(-2), -1)
         ce = torch.logaddexp(others.unsqueeze(-1), pos) - pos
     return -_reduce_other_views(-ce, _same_view(m, S.device), aggregate).mean((-2, -1))
 

@@ -40,6 +40,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from mibounds._checks import check_at_least, check_positive, check_scores
+from mibounds._numerics import logsumexp
 from mibounds.bounds import _straight_through
 from mibounds.polyview import _check_candidates, _check_offset
 
@@ -107,7 +108,7 @@ def _global_step(
         stopped weights ``w = exp(s - log u_new)``.
     """
     with torch.no_grad():
-        log_g = s.masked_fill(~negative, -math.inf).logsumexp(-1) - math.log(n_negatives)
+        log_g = logsumexp(s.masked_fill(~negative, -math.inf), -1) - math.log(n_negatives)
         log_u_new = _moving_average(log_u, log_g, visited, gamma)
     value = positive.detach() - log_u_new
     if not s.requires_grad:
@@ -247,7 +248,7 @@ def sogclr_loss(
         visited.unsqueeze(-1).expand(*visited.shape, m),
         gamma,
     )
-    return -objective.mean((-2, -1)), log_u_rows.logsumexp(-1) - math.log(m)
+    return -objective.mean((-2, -1)), logsumexp(log_u_rows, -1) - math.log(m)
 
 
 # ------------------------------------------------------------------------------------ modules

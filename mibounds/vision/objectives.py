@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from mibounds import polyview
 from mibounds._checks import check_positive, compute_dtype
+from mibounds._numerics import logsumexp
 from mibounds.barlow import MultiViewBarlowLoss
 from mibounds.bounds import MINE, PAIRWISE
 from mibounds.polyview import PolyViewLoss, _check_views
@@ -200,9 +201,9 @@ def multicrop_loss(
         == offset + torch.arange(k, device=S.device)[:, None]
     )
     # logsumexp_{j != i} S[i, a, b, j]: the negatives of view b for anchor (i, a)
-    neg = S.masked_fill(own[:, None, None, :], -math.inf).logsumexp(-1)
+    neg = logsumexp(S.masked_fill(own[:, None, None, :], -math.inf), -1)
     same = neg.diagonal(dim1=1, dim2=2)  # (K, M): negatives from the anchor's own view a
-    partition = torch.logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, same[..., None])), 0)
+    partition = logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, same[..., None])), 0)
     ce = partition - pos
     off_diagonal = ~torch.eye(m, dtype=torch.bool, device=S.device)
     return ce[:, off_diagonal].mean()
