@@ -1,4 +1,4 @@
-"""Timing shared by the benchmarks: forward + backward, functions taking turns.
+"""Timing shared by the benchmarks: calls (or forward + backward passes) taking turns.
 
 On a shared machine the load changes from second to second; timing a baseline and an estimator
 in separate blocks lets that change masquerade as a speed ratio. Here every repeat runs each
@@ -23,20 +23,28 @@ def step(fn: Callable[[Tensor], Tensor], x: Tensor) -> None:
         torch.cuda.synchronize()
 
 
+def take_turns(
+    calls: list[Callable[[], object]], repeats: int, warmup: int = 2
+) -> list[list[float]]:
+    """Seconds of each call in every repeat, the calls taking turns: ``[call][repeat]``."""
+    for _ in range(warmup):
+        for call in calls:
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, record in zip(calls, times, strict=True):
+            start = time.perf_counter()
+            call()
+            record.append(time.perf_counter() - start)
+    return times
+
+
 def interleaved_seconds(
     fns: list[Callable[[Tensor], Tensor]], x: Tensor, repeats: int, warmup: int = 2
 ) -> list[float]:
     """Median seconds of one forward + backward of each function, the functions taking turns."""
-    for _ in range(warmup):
-        for fn in fns:
-            step(fn, x)
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, record in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            step(fn, x)
-            record.append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
+    calls = [lambda fn=fn: step(fn, x) for fn in fns]
+    return [statistics.median(record) for record in take_turns(calls, repeats, warmup)]
 
 
 def seconds(fn: Callable[[Tensor], Tensor], x: Tensor, repeats: int, warmup: int = 2) -> float:
