@@ -1,14 +1,14 @@
-"""``logsumexp`` for the estimators: the same values as ``torch.logsumexp``, cheaper on trained
-critics.
+"""``logsumexp`` and ``cross_entropy`` for the estimators: ``torch.logsumexp``'s values and
+gradients, cheaper on trained critics.
 
-Two costs of ``torch.logsumexp`` on CPU grow as a critic sharpens. Its backward recomputes
-``exp(x - lse)`` over the whole input, where the forward's exponentials could be kept; and
-``exp`` of an argument below float32's underflow point (about -87) leaves the vectorised kernel
-for a slow path, 10-30x slower per element. A trained critic's score rows span hundreds of nats,
-so most entries of a large score tensor sit there. Here the forward keeps ``exp(x - max)``
-for a one-pass backward, and clamps ``x - max`` at ``4 log(eps)`` (-64 in float32), where
-``exp`` is still fast: a clamped entry adds at most ``eps^4`` relative to the row's largest
-term (which contributes 1), far below rounding, so the value is unchanged.
+On CPU, ``exp`` of an argument below float32's underflow point (about -87) leaves the vectorised
+kernel for a slow path, 10-30x slower per element. A trained critic's score rows span hundreds
+of nats, so most entries of a large score tensor sit there, in ``torch.logsumexp``'s forward and
+again in its backward's ``exp(x - lse)``. Here ``x - max`` (and ``x - lse``) is clamped at
+``4 log(eps)`` (-64 in float32), where ``exp`` is still fast: a clamped entry adds at most
+``eps^4`` relative to the row's largest term (which contributes 1), far below rounding, so the
+value is unchanged, and its gradient is off by less than ``eps^4``. The saved tensors are
+torch's (the input and the result), and higher derivatives work.
 """
 
 from __future__ import annotations
@@ -25,39 +25,54 @@ def _floor(dtype: torch.dtype) -> float:
 
 
 class _LogSumExp(torch.autograd.Function):
+    """``log sum exp x`` over ``dim`` (kept), minus ``x`` at ``index`` along ``dim`` if given."""
+
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(x: Tensor, dim: int, index: Tensor | None) -> Tensor:
         top = x.amax(dim, keepdim=True)
         # rows of -inf (every candidate masked) or with a +inf entry: shift by 0, as torch does
         m = torch.where(top.isfinite(), top, torch.zeros((), dtype=top.dtype, device=top.device))
-        e = (x - m).clamp_min(_floor(x.dtype)).exp_()
-        s = e.sum(dim, keepdim=True)
+        s = (x - m).clamp_min_(_floor(x.dtype)).exp_().sum(dim, keepdim=True)
         # a row of -inf is -inf, not the clamp's log(K) + 4 log(eps)
         out = (m + s.log()).masked_fill(top == -math.inf, -math.inf)
-        return out, e, s
+        return out if index is None else out - x.gather(dim, index)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, dim = inputs
-        _, e, s = output
+        x, dim, index = inputs
         ctx.dim = dim
-        ctx.save_for_backward(x, e, s)
-        ctx.mark_non_differentiable(e, s)
+        ctx.save_for_backward(x, output, index)
 
     @staticmethod
-    def backward(ctx, grad: Tensor, _e: Tensor, _s: Tensor) -> tuple[Tensor, None]:
-        x, e, s = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        x, out, index = ctx.saved_tensors
+        lse = out if index is None else out + x.gather(ctx.dim, index)
         if torch.is_grad_enabled():
-            # create_graph: the softmax as differentiable ops, so higher derivatives are right
-            return grad * torch.softmax(x, ctx.dim), None
-        return e * (grad / s), None
+            # create_graph: the softmax from differentiable ops, so higher derivatives are right
+            softmax_grad = (x - lse).exp() * grad
+        else:
+            softmax_grad = (x - lse).clamp_min_(_floor(x.dtype)).exp_().mul_(grad)
+        if index is None:
+            return softmax_grad, None, None
+        # the subtracted entry's gradient lands in the same buffer: no x-sized zeros to add
+        if torch.is_grad_enabled():
+            return softmax_grad.scatter_add(ctx.dim, index, -grad), None, None
+        return softmax_grad.scatter_add_(ctx.dim, index, -grad), None, None
 
 
 def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
     """``log sum_j exp(x[..., j, ...])`` over ``dim``, in x's dtype; ``torch.logsumexp``'s value
     (to rounding) and gradient ``softmax(x, dim)``, see the module note for the cost."""
     dim = dim % x.dim() if x.dim() else 0
-    out = _LogSumExp.apply(x, dim)[0]
+    out = _LogSumExp.apply(x, dim, None)
     return out if keepdim else out.squeeze(dim)
+
+
+def cross_entropy(x: Tensor, target: Tensor) -> Tensor:
+    """``x: (..., C), target: (...) -> (...)``: ``logsumexp_c x[..., c] - x[..., target]``, in
+    nats; gradient ``softmax(x) - onehot(target)``, in one x-sized buffer (indexing x for the
+    subtracted term would cost an x-sized zero fill and an add in the backward)."""
+    index = target.unsqueeze(-1).expand(*x.shape[:-1], 1)
+    return _LogSumExp.apply(x, x.dim() - 1, index).squeeze(-1)

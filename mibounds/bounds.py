@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mibounds._checks import check_finite, check_positive, check_scores
-from mibounds._numerics import logsumexp
+from mibounds._numerics import cross_entropy, logsumexp
 
 __all__ = [
     "MINE",
@@ -86,8 +86,9 @@ def infonce(scores: Tensor, *, validate_args: bool = True) -> Tensor:
         ``(...)``: the estimate per stacked score matrix.
     """
     s = check_scores(scores, square=False, validate_args=validate_args)
-    n = s.shape[-1]
-    return math.log(n) + (_positives(s) - logsumexp(s, -1)).mean(-1)
+    k, n = s.shape[-2:]
+    own_column = torch.arange(k, device=s.device).expand(s.shape[:-1])
+    return math.log(n) - cross_entropy(s, own_column).mean(-1)
 
 
 def tuba(scores: Tensor, log_baseline: Tensor | float, *, validate_args: bool = True) -> Tensor:

@@ -338,10 +338,16 @@ def pair_log_ratio(x: Tensor, y: Tensor, rho: float) -> Tensor:
 
 def _between_all_views(pairwise: Callable[[Tensor, Tensor], Tensor], z: Tensor) -> Tensor:
     """``(..., K, M, d) -> (..., K, M, K, M)``: a pairwise critic between every two views of
-    every two samples, as one ``(KM, KM)`` call on the flattened views."""
+    every two samples, as one ``(KM, MK)`` call on the flattened views.
+
+    The candidates go in view-major order, so the result is a view whose innermost axis in
+    memory is the candidate sample j: the axis every poly-view bound reduces over, which then
+    needs no transposing copy (``polyview._candidates_last``).
+    """
     k, m = z.shape[-3], z.shape[-2]
-    flat = z.flatten(-3, -2)
-    return pairwise(flat, flat).unflatten(-1, (k, m)).unflatten(-3, (k, m))
+    anchors, candidates = z.flatten(-3, -2), z.transpose(-3, -2).flatten(-3, -2)
+    scores = pairwise(anchors, candidates)  # [..., (i, a), (b, j)]
+    return scores.unflatten(-1, (m, k)).transpose(-1, -2).unflatten(-3, (k, m))
 
 
 def multiview_log_ratio(z: Tensor, rho: float) -> Tensor:

@@ -1,5 +1,5 @@
-"""Tests of mibounds._numerics.logsumexp against torch.logsumexp: values, gradients (first and
-second order), rows of +-inf and NaN, keepdim, vmap, and the clamp that keeps exp fast."""
+"""Tests of mibounds._numerics against torch: logsumexp and cross_entropy values and gradients,
+rows of +-inf and NaN, keepdim, vmap, and the clamp that keeps exp fast."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as nnf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mibounds._numerics import logsumexp
+from mibounds._numerics import cross_entropy, logsumexp
 
 
 def randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -38,8 +39,24 @@ def test_value_and_gradient_are_torch_logsumexp(scale: float, shape: list[int], 
 
 def test_first_and_second_derivatives_in_float64() -> None:
     x = (randn(4, 5, dtype=torch.float64) * 20).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: logsumexp(t, -1), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: logsumexp(t, 0), (x,))
+    target = torch.tensor([0, 4, 2, 1])
+    for fn in (lambda t: logsumexp(t, -1), lambda t: logsumexp(t, 0)):
+        assert torch.autograd.gradcheck(fn, (x,))
+        assert torch.autograd.gradgradcheck(fn, (x,))
+    assert torch.autograd.gradcheck(lambda t: cross_entropy(t, target), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: cross_entropy(t, target), (x,))
+
+
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_cross_entropy_is_torch_cross_entropy(scale: float) -> None:
+    x = (randn(3, 4, 7, seed=5) * scale).requires_grad_()
+    target = torch.randint(0, 7, (3, 4), generator=torch.Generator().manual_seed(6))
+    ours = cross_entropy(x, target)
+    theirs = nnf.cross_entropy(x.reshape(-1, 7), target.reshape(-1), reduction="none")
+    torch.testing.assert_close(ours, theirs.view(3, 4), rtol=2e-6, atol=1e-5)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_rows_of_infinities_and_nan_are_what_torch_gives() -> None:
