@@ -23,15 +23,18 @@ from mibounds.harness.trainer import adam, init_critic
 
 from timing import take_turns
 
+# Figure 2 of the poly-view paper (d = 1, K = 16, rho = 0.9, the polyview-gaussian critic) at
+# each of its M, where one seed's step goes from overhead-bound (M = 2) to compute-bound
+# (M = 10); and a pairwise InfoNCE whose single-seed step is compute-bound (~1 GFLOP)
+POLYVIEW = {
+    "objective": "arithmetic",
+    "d": 1,
+    "k": 16,
+    "rho": 0.9,
+    "critic_params": {"hidden_dim": 64, "embed_dim": 16, "n_hidden": 2},
+}
 SETTINGS = {
-    "poly-view arithmetic, d = 1, K = 16, M = 8": {
-        "objective": "arithmetic",
-        "d": 1,
-        "k": 16,
-        "m": 8,
-        "rho": 0.9,
-        "critic_params": {"hidden_dim": 64, "embed_dim": 16, "n_hidden": 2},
-    },
+    **{f"poly-view arithmetic, K = 16, M = {m}": {**POLYVIEW, "m": m} for m in (2, 4, 8, 10)},
     "pairwise InfoNCE, d = 20, K = 64": {
         "objective": "infonce",
         "d": 20,
