@@ -6,6 +6,8 @@ Every critic (``shared/reference/bounds.md`` §1) maps
   f(x_i, y_j)``, positives on the diagonal; leading dimensions are batch dimensions;
 - multi-view: ``x: (..., K, M, d) -> S: (..., K, M, K, M)``, ``S[..., i, a, j, b] =
   f(x_{i,a}, x_{j,b})``: the pairwise critic on the ``K M`` flattened views, one batched call.
+  S is a non-contiguous view with the candidate sample j innermost in memory, the axis the
+  poly-view bounds reduce over (``reshape`` it, or ``contiguous()`` before ``view``).
 
 Critics of Poole et al. 2019 (arXiv 1905.06922, §5): separable ``g(x)^T h(y)``, bilinear
 ``x^T W y`` and concat ``MLP([x, y])``; plus the exact log density ratios of
