@@ -7,10 +7,10 @@ them); matplotlib and seaborn are imported only by the commands that plot.
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
+
+from mibounds._command import one_line_errors
 
 __all__ = ["register"]
 
@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="list the settings and pending runs; train nothing"
     )
     _common(p)
-    p.set_defaults(func=_guarded(_sweep))
+    p.set_defaults(func=_RESUMABLE(_sweep))
 
     listing = "\n".join(f"  {n:<18} {r.summary}" for n, r in REPRODUCTIONS.items())
     p = subparsers.add_parser(
@@ -149,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="another grid to report on (default experiments/NAME.toml), e.g. the paper-size one",
     )
     _common(p)
-    p.set_defaults(func=_guarded(_reproduce))
+    p.set_defaults(func=_RESUMABLE(_reproduce))
 
     p = subparsers.add_parser(
         "plot",
@@ -171,27 +171,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="figure path; the suffix sets the format (default: beside the first input, .png)",
     )
-    p.set_defaults(func=_guarded(_plot))
+    p.set_defaults(func=one_line_errors(lambda args: args.command)(_plot))
 
 
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input and interruptions become one clear line on stderr and an exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ValueError as err:
-            print(f"mibounds {args.command}: error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(
-                f"\nmibounds {args.command}: interrupted. Every finished run is saved; run the "
-                "same command again to resume.",
-                file=sys.stderr,
-            )
-            return 130
-
-    return run
+_RESUMABLE = one_line_errors(
+    lambda args: args.command,
+    "Every finished run is saved; run the same command again to resume.",
+)
 
 
 def _set_threads(args: argparse.Namespace) -> None:

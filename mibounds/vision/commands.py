@@ -8,13 +8,12 @@ train ...`` (``--batch-size`` is then the global K, split over the N processes).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
-import sys
-from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING
+
+from mibounds._command import one_line_errors
 
 if TYPE_CHECKING:  # the trainer imports torchvision: only for annotations here
     from mibounds.vision.training import TrainConfig
@@ -218,25 +217,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**config)
 
 
-def _bad_input_in_one_line(
-    command: Callable[[argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    """Bad input (the trainer's and the data loaders' ``ValueError``: an option out of range, a
-    dataset path without the expected files, a run directory holding another configuration)
-    becomes one line on stderr and exit code 2, as in the Gaussian harness's commands."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ValueError as error:
-            print(f"mibounds vision {args.vision_command}: error: {error}", file=sys.stderr)
-            return 2
-
-    return run
-
-
-@_bad_input_in_one_line
+@one_line_errors(
+    lambda args: f"vision {args.vision_command}",
+    "The checkpoint of the last finished epoch is kept; run the same command again to resume.",
+)
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -260,7 +244,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-@_bad_input_in_one_line
+@one_line_errors(lambda args: f"vision {args.vision_command}")
 def run_probe(args: argparse.Namespace) -> int:
     from mibounds.vision.training import probe_run
 
