@@ -155,7 +155,19 @@ def polyview_figure(frame: pd.DataFrame, *, loss_m: int, title: str = "") -> Fig
     ax = axes[0]
     ax.plot(per_m["m"], per_m["mi_one_vs_rest"], "k-o", label="true one-vs-rest MI")
     ax.plot(per_m["m"], per_m["mi_pairwise"], "k--", lw=1, label="true pairwise MI")
-    ax.plot(per_m["m"], per_m["log_k"], color="tab:red", ls=":", lw=1, label="log K")
+    log_k, top = float(per_m["log_k"].max()), float(per_m["mi_one_vs_rest"].max())
+    if log_k <= 1.5 * top:
+        ax.plot(per_m["m"], per_m["log_k"], color="tab:red", ls=":", lw=1, label="log K")
+    else:
+        # drawn, a ceiling far above the MIs would squash their curves into the panel's foot
+        ax.text(
+            0.97,
+            0.25,
+            f"log K = {log_k:.2f}, the bounds'\nceiling, is above this scale",
+            transform=ax.transAxes,
+            ha="right",
+            color="tab:red",
+        )
     ax.set_xlabel(_label("m"))
     ax.set_ylabel("true MI (nats)")
     ax.set_xticks(per_m["m"])
