@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from mibounds._checks import check_at_least
 from mibounds.harness.config import RunConfig, Sweep

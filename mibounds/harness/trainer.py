@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import mibounds
 from mibounds import bounds

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from mibounds._checks import check_at_least, check_choice, check_positive
 from mibounds.vision.datasets import DatasetInfo, ImageSet, load_dataset
