@@ -50,16 +50,12 @@ class _LogSumExp(torch.autograd.Function):
         x, out, index = ctx.saved_tensors
         lse = out if index is None else out + x.gather(ctx.dim, index)
         if torch.is_grad_enabled():
-            # create_graph: the softmax from differentiable ops, so higher derivatives are right
-            softmax_grad = (x - lse).exp() * grad
-        else:
-            softmax_grad = (x - lse).clamp_min_(_floor(x.dtype)).exp_().mul_(grad)
-        if index is None:
-            return softmax_grad, None, None
+            # create_graph: out-of-place differentiable ops, so higher derivatives are right
+            dx = (x - lse).exp() * grad
+            return (dx if index is None else dx.scatter_add(ctx.dim, index, -grad)), None, None
+        dx = (x - lse).clamp_min_(_floor(x.dtype)).exp_().mul_(grad)
         # the subtracted entry's gradient lands in the same buffer: no x-sized zeros to add
-        if torch.is_grad_enabled():
-            return softmax_grad.scatter_add(ctx.dim, index, -grad), None, None
-        return softmax_grad.scatter_add_(ctx.dim, index, -grad), None, None
+        return (dx if index is None else dx.scatter_add_(ctx.dim, index, -grad)), None, None
 
 
 def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
