@@ -5,9 +5,9 @@ The R seeds of one setting are one batched model: the R critics' parameters are 
 directly for a ``stackable`` critic (batched matmuls), else under ``torch.vmap``; the objective
 then runs once on the stacked scores. Adam is elementwise, so one Adam over the stacked
 parameters is R independent Adams, and the loss is the *sum* of the R estimates, so each seed's
-gradient is its own. With one generator per seed for the
-initialisation and the data (``data.derive_seed``), a seed trained beside others gives the
-same numbers as the seed trained alone, up to float rounding.
+gradient is its own. With one generator per seed for the initialisation and the data
+(``data.derive_seed``), a seed trained beside others gives the same numbers as the seed trained
+alone, up to float rounding.
 """
 
 from __future__ import annotations
