@@ -15,9 +15,16 @@ marginals, which is what makes the per-pair likelihood ratio
 
     log r[i, a, b] = S[i, a, i, b] - logsumexp_j S[i, a, j, b] + log K
 
-average to one, and so every quantity here called a bound a lower bound (bounds.md §6). The
-training loss ``polyview_loss(..., negatives="all_views")`` uses every view of every other
-sample as a candidate; those candidates are correlated, so it is a loss and not a bound.
+average to one, and so every quantity here called a bound a lower bound (docs/polyview.md).
+
+The paper's Algorithm 1 reads its candidates differently: the positive ``(i, b)`` and *every
+view of every other sample*, ``1 + M(K-1)`` candidates (``negatives="all_views"``). Its views of
+one negative sample are correlated, so those candidates are not exchangeable: read with the
+constant ``log(1 + M(K-1))`` the result is an **estimate, not a bound**, and it can exceed the
+true MI (at the analytic optimal critic, K = 2, M = 16, rho = 0.95: about 1.69 nats against a
+one-vs-rest MI of 1.47). ``multicrop``, ``arithmetic``, ``geometric``, ``contrastive_estimate``
+and the training loss ``polyview_loss`` take either candidate set (docs/polyview.md, "Two
+readings of the paper's Algorithm 1").
 
 All arithmetic runs in float32 at least (half precision is upcast), the diagonal ``a = b`` is
 excluded by masking with ``-inf`` or by indexing, and nothing loops over K, M or view pairs.
@@ -44,9 +51,11 @@ from mibounds.bounds import infonce
 
 __all__ = [
     "AGGREGATES",
+    "LOSS_AGGREGATES",
     "NEGATIVES",
     "PolyViewLoss",
     "arithmetic",
+    "contrastive_estimate",
     "geometric",
     "multicrop",
     "one_vs_rest",
@@ -56,7 +65,15 @@ __all__ = [
 ]
 
 AGGREGATES = ("arithmetic", "geometric")
-NEGATIVES = ("all_views", "same_view")
+"""How the bounds and the set critic combine an anchor's target views ``b != a``."""
+LOSS_AGGREGATES = (*AGGREGATES, "arithmetic_printed")
+"""The aggregates of ``polyview_loss`` and ``contrastive_estimate``: the two above and
+Algorithm 1's arithmetic line as printed (``logsumexp_b CE - log K``, a soft-max of the losses;
+not a bound, see ``polyview_loss``)."""
+NEGATIVES = ("all_views", "same_view", "view_pairs")
+"""Candidate sets of an anchor ``(i, a)`` and target view ``b``: every view of every other
+sample with the positive (Algorithm 1, ``1 + M(K-1)`` candidates), the K samples' view b (the
+bounds), or view pair (a, b)'s NT-Xent (``2K - 1`` candidates, Multi-Crop's)."""
 
 Bound = Callable[..., Tensor]
 PairCritic = Callable[[Tensor, Tensor], Tensor]
@@ -192,6 +209,73 @@ def _same_view_cross_entropy(S: Tensor) -> Tensor:
     return cross_entropy(_candidates_last(S), own_sample)
 
 
+def _positives(S: Tensor, offset: int = 0) -> Tensor:
+    """``(..., K, M, N, M) -> (..., K, M, M)``: ``pos[i, a, b] = S[i, a, offset + i, b]``
+    (a view of S, no copy)."""
+    k = S.shape[-4]
+    return S.narrow(-2, offset, k).diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
+
+
+def _other_samples(k: int, n: int, offset: int, device: torch.device) -> Tensor:
+    """``(K, N)`` boolean, True where candidate row j is not anchor i's own row ``offset + i``."""
+    return torch.arange(n, device=device) != offset + torch.arange(k, device=device)[:, None]
+
+
+def _partition_from_negatives(pos: Tensor, neg: Tensor, negatives: str) -> Tensor:
+    """``(..., K, M, M)`` each -> ``(..., K, M, M)``: the log partition over the candidate set
+    of anchor ``(i, a)`` and target view ``b``, from the positive ``pos[i, a, b]`` and
+    ``neg[i, a, b] = logsumexp_{j != i} S[i, a, j, b]`` (the other samples' view b):
+
+    - same_view: ``logaddexp(neg[i,a,b], pos[i,a,b])`` (K candidates);
+    - all_views: ``logaddexp(logsumexp_n neg[i,a,n], pos[i,a,b])`` (1 + M(K-1));
+    - view_pairs: ``logsumexp(pos[i,a,b], neg[i,a,b], neg[i,a,a])`` (2K - 1, NT-Xent's).
+    """
+    if negatives == "same_view":
+        return torch.logaddexp(neg, pos)
+    if negatives == "all_views":
+        return torch.logaddexp(logsumexp(neg, -1, keepdim=True), pos)
+    own_view = neg.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)  # (..., K, M, 1): neg[i, a, a]
+    return logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, own_view)), 0)
+
+
+def _log_partition(S: Tensor, pos: Tensor, offset: int, negatives: str) -> Tensor:
+    """``S: (..., K, M, N, M)``, ``pos: (..., K, M, M)`` -> ``(..., K, M, M)``: the log
+    partition of each anchor and target view over its candidate set (``NEGATIVES``), where
+    anchor i's own sample is candidate row ``offset + i``."""
+    if negatives == "same_view":
+        return _logsumexp_same_view(S)
+    k, n = S.shape[-4], S.shape[-2]
+    keep = _other_samples(k, n, offset, S.device)[:, None, :, None]
+    others = S + _log_mask(keep, S.dtype)
+    if negatives == "all_views":
+        # one logsumexp over every view of every other sample, then the positive added back
+        return torch.logaddexp(logsumexp(others.flatten(-2), -1).unsqueeze(-1), pos)
+    return _partition_from_negatives(pos, _logsumexp_same_view(others), negatives)
+
+
+def _log_candidates(n: int, m: int, negatives: str) -> float:
+    """The log of the candidate count of one anchor and target view, the constant of the
+    contrastive estimate: ``log N`` (same_view), ``log(1 + M(N-1))`` (all_views) or
+    ``log(2N - 1)`` (view_pairs)."""
+    count = {"same_view": n, "all_views": 1 + m * (n - 1), "view_pairs": 2 * n - 1}
+    return math.log(count[negatives])
+
+
+def _anchor_losses(ce: Tensor, aggregate: str, n: int) -> Tensor:
+    """``CE: (..., K, M, M) -> (..., K, M)``: the loss ``L[i, a]`` of each anchor from its
+    per-target-view cross-entropies ``CE[i, a, b]``, over ``b != a`` (the diagonal is ignored):
+
+    geometric ``mean_b CE``; arithmetic ``-log mean_b exp(-CE)``; arithmetic_printed
+    ``logsumexp_b CE - log N`` (Algorithm 1's line as printed, N the candidate samples).
+    """
+    m = ce.shape[-1]
+    same_view = _same_view(m, ce.device)
+    if aggregate == "arithmetic_printed":
+        # logsumexp_b CE - log N = log mean_b exp(CE) + log(M - 1) - log N
+        return _reduce_other_views(ce, same_view, "arithmetic") + math.log((m - 1) / n)
+    return -_reduce_other_views(-ce, same_view, aggregate)
+
+
 def _off_diagonal_view_pairs(s: Tensor) -> Tensor:
     """``(..., K, M, K, M) -> (..., M - 1, M, K, K)``: the ``S[:, a, :, b]`` for ``a != b``.
 
@@ -209,40 +293,110 @@ def _off_diagonal_view_pairs(s: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------- estimators
 
 
-def multicrop(S: Tensor, bound: Bound = infonce, *, validate_args: bool = True) -> Tensor:
+def multicrop(
+    S: Tensor,
+    bound: Bound = infonce,
+    *,
+    negatives: str = "same_view",
+    validate_args: bool = True,
+) -> Tensor:
     """Multi-Crop estimate of the pairwise MI ``I(x_a; x_b)``, in nats; Shidani et al. 2024, §2
     (Prop 2.1: the same bound as one view pair, with lower variance).
 
-    ``I_MC = mean_{a != b} bound(S[:, a, :, b])``
+    ``I_MC = mean_{a != b} bound(S[:, a, :, b])``  (``negatives="same_view"``, a bound)
 
     With ``bound=infonce`` this equals ``geometric(S)`` to rounding, but it bounds the smaller
     pairwise MI. Any pairwise estimator of ``mibounds.bounds`` (or a ``functools.partial`` of one)
     can be plugged in; it is called once, on the M(M-1) view pairs stacked as
     ``(..., M - 1, M, K, K)`` (so a stateful ``MINE`` needs ``batch_shape=(..., M - 1, M)``).
 
+    ``negatives="all_views"`` is the all-view reading (docs/polyview.md): each view pair's
+    NT-Xent, whose anchor ``(i, a)`` sees the positive ``(i, b)`` and views a and b of every
+    other sample, 2K - 1 candidates, read with their constant:
+    ``log(2K - 1) - mean_{i, a != b} CE[i, a, b]``. An **estimate, not a bound** (views of one
+    negative sample are correlated candidates); it takes no pairwise ``bound``.
+
     Args:
         S: ``(..., K, M, K, M)`` poly-view scores, ``S[i, a, j, b] = f(x_{i,a}, x_{j,b})``.
-        bound: ``f(scores: (..., K, K), *, validate_args) -> (...)``.
+        bound: ``f(scores: (..., K, K), *, validate_args) -> (...)`` (same-view candidates).
+        negatives: ``"same_view"`` (the bound) or ``"all_views"`` (the NT-Xent reading).
     Returns:
-        ``(...)``: the mean of ``bound`` over the ordered view pairs.
+        ``(...)``: the mean over the ordered view pairs.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import polyview
+        >>> from mibounds.gaussian import multiview_log_ratio, sample_views
+        >>> z = sample_views(64, 4, 1, 0.9, generator=torch.Generator().manual_seed(0))
+        >>> S = multiview_log_ratio(z, 0.9)  # the optimal pairwise critic, (64, 4, 64, 4)
+        >>> bool(polyview.multicrop(S) <= polyview.multicrop(S, negatives="all_views"))
+        True
     """
+    check_choice(negatives, ("all_views", "same_view"), "negatives")
     s = _check_poly_scores(S, validate_args)
+    if negatives == "all_views":
+        if bound is not infonce:
+            raise ValueError(
+                "multicrop with negatives='all_views' reads each view pair's NT-Xent (2K - 1 "
+                f"candidates) and takes no pairwise bound, got bound={bound!r}"
+            )
+        return contrastive_estimate(s, "geometric", "view_pairs", validate_args=False)
+    if not callable(bound):
+        raise ValueError(f"bound must be a pairwise estimator (a callable), got {bound!r}")
     value = bound(_off_diagonal_view_pairs(s), validate_args=False).mean((-2, -1))
     return _check_estimate(value, "multicrop", validate_args)
 
 
-def _pvc(S: Tensor, aggregate: str, validate_args: bool) -> Tensor:
-    """``log K - CE = log r``, aggregated over the target views b != a, mean over anchors."""
+def contrastive_estimate(
+    S: Tensor,
+    aggregate: str = "arithmetic",
+    negatives: str = "same_view",
+    *,
+    validate_args: bool = True,
+) -> Tensor:
+    """A poly-view contrastive estimate on scores, in nats: the log of the candidate count
+    minus the loss of ``polyview_loss`` on ``S`` (Shidani et al. 2024, Algorithm 1;
+    docs/polyview.md):
+
+    ``I = log C - mean_{i,a} L[i,a]``,  ``CE[i,a,b] = logsumexp_{C(i,a,b)} S[i,a,.,.] - S[i,a,i,b]``
+
+    with ``L`` the ``aggregate`` of ``CE`` over the target views ``b != a`` (geometric: the
+    mean; arithmetic: ``-log mean_b exp(-CE)``; arithmetic_printed: ``logsumexp_b CE - log K``)
+    and the candidate set and constant ``C`` of ``negatives``: same_view ``K`` (the bounds:
+    ``arithmetic(S)``, ``geometric(S)``), all_views ``1 + M(K-1)``, view_pairs ``2K - 1``
+    (``multicrop(S, negatives="all_views")``). Only same_view with the arithmetic or geometric
+    aggregate is a bound; the others are estimates that can exceed the true MI.
+
+    Args:
+        S: ``(..., K, M, K, M)``.
+        aggregate: one of ``LOSS_AGGREGATES``.
+        negatives: one of ``NEGATIVES``.
+    Returns:
+        ``(...)``.
+
+    Example:
+        >>> import math, torch
+        >>> from mibounds import polyview
+        >>> S = torch.randn(8, 3, 8, 3, generator=torch.Generator().manual_seed(0))
+        >>> value = polyview.contrastive_estimate(S, "geometric", "all_views")
+        >>> bool(value <= math.log(1 + 3 * 7))  # the all-view constant caps it
+        True
+    """
+    check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
+    check_choice(negatives, NEGATIVES, "negatives")
     s = _check_poly_scores(S, validate_args)
     k, m = s.shape[-4], s.shape[-3]
-    same_view = _same_view(m, s.device)
-    per_anchor = _reduce_other_views(-_same_view_cross_entropy(s), same_view, aggregate)
-    return math.log(k) + per_anchor.mean((-2, -1))
+    if negatives == "same_view":
+        ce = _same_view_cross_entropy(s)  # the subtraction fused into the logsumexp
+    else:
+        pos = _positives(s)
+        ce = _log_partition(s, pos, 0, negatives) - pos
+    return _log_candidates(k, m, negatives) - _anchor_losses(ce, aggregate, k).mean((-2, -1))
 
 
-def arithmetic(S: Tensor, *, validate_args: bool = True) -> Tensor:
+def arithmetic(S: Tensor, *, negatives: str = "same_view", validate_args: bool = True) -> Tensor:
     """Arithmetic PVC lower bound on the one-vs-rest MI ``I(x_a; X_{\\a})``, in nats;
-    Shidani et al. 2024, Arithmetic PVC (bounds.md §3, §6).
+    Shidani et al. 2024, Arithmetic PVC (docs/polyview.md).
 
     ``I_A = mean_{i,a} log( mean_{b!=a} r[i,a,b] )``,
     ``log r[i,a,b] = S[i,a,i,b] - logsumexp_j S[i,a,j,b] + log K``;  ``I_A <= log K``.
@@ -250,28 +404,56 @@ def arithmetic(S: Tensor, *, validate_args: bool = True) -> Tensor:
     A bound because NWJ with critic ``1 + log mean_b r_b`` is one and ``E[r_b] = 1`` for
     same-view candidates. ``arithmetic(S) >= geometric(S)`` on every batch (Jensen).
 
+    ``negatives="all_views"`` is the paper's Algorithm 1 read as an estimate: candidates the
+    positive and every view of every other sample, ``log(1 + M(K-1)) - L`` with the arithmetic
+    aggregate of ``contrastive_estimate``. It is **not a bound**: at the analytic optimal pairwise
+    critic with K = 2, M = 16, rho = 0.95 (d = 1) it reads about 1.69 nats against a one-vs-rest
+    MI of 1.47 (docs/polyview.md).
+
     Args:
         S: ``(..., K, M, K, M)``.
+        negatives: ``"same_view"`` (the bound) or ``"all_views"`` (the all-view estimate).
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import math, torch
+        >>> from mibounds import polyview
+        >>> S = torch.randn(8, 3, 8, 3, generator=torch.Generator().manual_seed(0))
+        >>> bool(polyview.geometric(S) <= polyview.arithmetic(S) <= math.log(8))
+        True
     """
-    return _pvc(S, "arithmetic", validate_args)
+    check_choice(negatives, ("all_views", "same_view"), "negatives")
+    return contrastive_estimate(S, "arithmetic", negatives, validate_args=validate_args)
 
 
-def geometric(S: Tensor, *, validate_args: bool = True) -> Tensor:
+def geometric(S: Tensor, *, negatives: str = "same_view", validate_args: bool = True) -> Tensor:
     """Geometric PVC lower bound on the one-vs-rest MI ``I(x_a; X_{\\a})``, in nats;
-    Shidani et al. 2024, Geometric PVC (bounds.md §3, §6).
+    Shidani et al. 2024, Geometric PVC (docs/polyview.md).
 
     ``I_G = mean_{i,a} mean_{b!=a} log r[i,a,b]``  (``log r`` as in ``arithmetic``),
     ``I_G <= I_A <= log K``. The same number as ``multicrop(S)``, reported against the larger
     one-vs-rest MI.
 
+    ``negatives="all_views"``: ``log(1 + M(K-1)) - mean_{i,a,b!=a} CE`` over Algorithm 1's
+    candidates, an estimate, not a bound (see ``arithmetic``); unlike the same-view numbers it
+    differs from Multi-Crop's all-view reading, whose constant stays ``log(2K - 1)``.
+
     Args:
         S: ``(..., K, M, K, M)``.
+        negatives: ``"same_view"`` (the bound) or ``"all_views"`` (the all-view estimate).
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import polyview
+        >>> S = torch.randn(8, 3, 8, 3, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isclose(polyview.geometric(S), polyview.multicrop(S)))
+        True
     """
-    return _pvc(S, "geometric", validate_args)
+    check_choice(negatives, ("all_views", "same_view"), "negatives")
+    return contrastive_estimate(S, "geometric", negatives, validate_args=validate_args)
 
 
 def set_scores(S: Tensor, aggregate: str = "arithmetic", *, validate_args: bool = True) -> Tensor:
@@ -399,32 +581,45 @@ def polyview_loss(
       sample, ``{(j, n): j != i}``; the anchor's other views are masked. At M = 2 this is
       SimCLR's NT-Xent over 2K anchors with 2K - 1 candidates each. It is a loss, **not** a
       bound: one negative sample's M views are correlated, so the candidates are not
-      exchangeable, and ``log(M(K-1) + 1) - loss`` can exceed the true MI (bounds.md §3).
+      exchangeable, and ``log(M(K-1) + 1) - loss`` can exceed the true MI (docs/polyview.md).
     - ``"same_view"``: ``C(i,a,b) = {(j, b)}``, the candidates of the bounds; without extra
       candidates ``loss = log K - arithmetic(S)`` (or ``geometric(S)``), the cross-entropy form
       of the bound; with N candidates, ``log N`` minus the same bound with N - K extra negatives.
+    - ``"view_pairs"``: ``C(i,a,b)`` = the positive and views a and b of every other sample,
+      each view pair's NT-Xent (2K - 1 candidates): with the geometric aggregate, Multi-Crop's
+      loss (Caron et al. 2020's multi-crop with SimCLR's loss), not a bound either.
 
-    Per anchor, geometric: ``L = mean_{b!=a} CE``; arithmetic: ``L = -log mean_{b!=a} e^{-CE}``.
-    ``loss = mean_{i,a} L[i,a]``, in nats. ``i`` stands for the anchor's own candidate row
-    ``offset + i`` throughout.
+    Per anchor, geometric: ``L = mean_{b!=a} CE``; arithmetic: ``L = -log mean_{b!=a} e^{-CE}``;
+    arithmetic_printed: ``L = logsumexp_{b!=a} CE - log N``, Algorithm 1's arithmetic line as
+    printed in the paper's pseudocode (a soft-max of the per-pair losses with a K constant, not
+    the soft-min the arithmetic-mean bound needs; at M = 2 it is the other aggregates' loss minus
+    log N). ``loss = mean_{i,a} L[i,a]``, in nats. ``i`` stands for the anchor's own candidate row
+    ``offset + i`` throughout, N for the candidate samples (K without ``candidates``).
 
     Args:
         z: ``(..., K, M, D)`` anchor embeddings (need not be normalised).
         temperature: ``tau > 0``.
-        aggregate: ``"arithmetic"`` or ``"geometric"``.
-        negatives: ``"all_views"`` or ``"same_view"``.
+        aggregate: one of ``LOSS_AGGREGATES``.
+        negatives: one of ``NEGATIVES``.
         candidates: ``(..., N, M, D)`` candidate embeddings, e.g. gathered from every process;
             default ``z``.
         offset: anchor ``i``'s positive is ``candidates[offset + i]``.
     Returns:
         ``(...)``: the loss, a scalar for unbatched ``z``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.polyview import polyview_loss
+        >>> z = torch.randn(32, 4, 16, generator=torch.Generator().manual_seed(0))
+        >>> loss = polyview_loss(z, temperature=0.2)  # arithmetic, all-view candidates
+        >>> bool(loss > 0), tuple(loss.shape)
+        (True, ())
     """
     tau = check_positive(temperature, "temperature")
-    check_choice(aggregate, AGGREGATES, "aggregate")
+    check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
     check_choice(negatives, NEGATIVES, "negatives")
     x, c = _check_candidates(z, candidates, offset, validate_args)
-    k, m = x.shape[-3:-1]
-    n = c.shape[-3]
+    k = x.shape[-3]
     c = nnf.normalize(c, dim=-1)
     # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores
     anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
@@ -432,16 +627,8 @@ def polyview_loss(
     # the positives S[i, a, offset + i, b] straight from the embeddings: their gradient then
     # skips the S-sized zero-filled buffer that indexing S would cost in the backward
     pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
-    if negatives == "same_view":
-        ce = _logsumexp_same_view(S) - pos
-    else:
-        other = (
-            torch.arange(n, device=S.device) != offset + torch.arange(k, device=S.device)[:, None]
-        )
-        # logsumexp over every view of every other sample, then add the positive back
-        others = logsumexp((S + _log_mask(other[:, None, :, None], S.dtype)).flatten(-2), -1)
-        ce = torch.logaddexp(others.unsqueeze(-1), pos) - pos
-    return -_reduce_other_views(-ce, _same_view(m, S.device), aggregate).mean((-2, -1))
+    ce = _log_partition(S, pos, offset, negatives) - pos
+    return _anchor_losses(ce, aggregate, c.shape[-3]).mean((-2, -1))
 
 
 Gather = Callable[[Tensor], tuple[Tensor, int]]
@@ -473,7 +660,7 @@ class PolyViewLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
-        self.aggregate = check_choice(aggregate, AGGREGATES, "aggregate")
+        self.aggregate = check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
         self.negatives = check_choice(negatives, NEGATIVES, "negatives")
         self.gather = gather
 

@@ -1,5 +1,5 @@
 """Slow, obviously-correct references for mibounds.polyview, straight from the formulas in
-shared/reference/bounds.md §3: Python loops over samples, views and view pairs; only the
+docs/polyview.md: Python loops over samples, views and view pairs; only the
 reduction over one anchor's candidates is a single torch call. They are written in torch so
 that they are differentiable (the benchmark times their backward pass) and run in float64 in
 the tests. Unbatched: S is (K, M, K, M), F is (M, K, K), z is (K, M, D)."""
@@ -88,6 +88,63 @@ def sufficient_statistics(z: Tensor, critic=None, normalize: bool = False, bound
     return _mean(estimates)
 
 
+def _candidate_scores(row: Tensor, own: int, a: int, b: int, negatives: str) -> Tensor:
+    """The scores of anchor (i, a)'s candidate set for target view b, positive first.
+
+    ``row: (N, M)`` holds the anchor's scores against every view of every candidate sample;
+    ``own`` is the anchor's own sample among them. same_view: (j, b) for every j; all_views:
+    the positive (own, b) and (j, n) for every j != own and every n; view_pairs: the positive
+    and (j, a), (j, b) for every j != own."""
+    n = row.shape[0]
+    positive = row[own, b].reshape(1)
+    if negatives == "same_view":
+        return torch.cat([positive, row[torch.arange(n) != own, b]])
+    others = row[torch.arange(n) != own]  # (N - 1, M)
+    if negatives == "all_views":
+        return torch.cat([positive, others.flatten()])
+    return torch.cat([positive, others[:, b], others[:, a]])
+
+
+def _anchor_loss(cross_entropies: list[Tensor], aggregate: str, n: int) -> Tensor:
+    """geometric: mean CE; arithmetic: -log mean exp(-CE); arithmetic_printed (Algorithm 1 as
+    printed): logsumexp CE - log N."""
+    if aggregate == "geometric":
+        return _mean(cross_entropies)
+    if aggregate == "arithmetic":
+        return -_log_mean_exp([-ce for ce in cross_entropies])
+    return torch.logsumexp(torch.stack(cross_entropies), 0) - math.log(n)
+
+
+def _loss(score_row, k: int, m: int, n: int, offset: int, aggregate: str, negatives: str):
+    """mean over anchors (i, a) of the aggregate over b != a of CE = logsumexp(candidates) -
+    positive; ``score_row(i, a) -> (N, M)`` gives the anchor's scores."""
+    per_anchor = []
+    for i in range(k):
+        own = offset + i
+        for a in range(m):
+            row = score_row(i, a)
+            cross_entropies = []
+            for b in range(m):
+                if b == a:
+                    continue
+                scores = _candidate_scores(row, own, a, b, negatives)
+                cross_entropies.append(torch.logsumexp(scores, 0) - scores[0])
+            per_anchor.append(_anchor_loss(cross_entropies, aggregate, n))
+    return _mean(per_anchor)
+
+
+def candidate_count(n: int, m: int, negatives: str) -> int:
+    """N (same_view), 1 + M(N - 1) (all_views), 2N - 1 (view_pairs)."""
+    return {"same_view": n, "all_views": 1 + m * (n - 1), "view_pairs": 2 * n - 1}[negatives]
+
+
+def contrastive_estimate(S: Tensor, aggregate: str, negatives: str) -> Tensor:
+    """log(candidate count) - the loss on the scores S (K, M, K, M)."""
+    k, m = S.shape[:2]
+    loss = _loss(lambda i, a: S[i, a], k, m, k, 0, aggregate, negatives)
+    return math.log(candidate_count(k, m, negatives)) - loss
+
+
 def polyview_loss(
     z: Tensor,
     temperature: float,
@@ -96,36 +153,16 @@ def polyview_loss(
     candidates: Tensor | None = None,
     offset: int = 0,
 ) -> Tensor:
-    """bounds.md §3: for anchor (i, a) and target view b != a, CE = -pos + logsumexp over the
-    candidate set; all_views: the positive (i', b) and (j, n) for every j != i' and every n;
-    same_view: (j, b) for every j. i' = offset + i is the anchor's own row among the candidates.
-    Geometric: mean_b CE; arithmetic: -log mean_b exp(-CE); then the mean over anchors."""
+    """Cosine scores over the temperature against every candidate view, then for anchor (i, a)
+    and target view b != a, CE = -pos + logsumexp over the candidate set (``_candidate_scores``);
+    i' = offset + i is the anchor's own row among the candidates; the aggregate over b, then the
+    mean over anchors."""
     c = z if candidates is None else candidates
     k, m, _ = z.shape
-    n = c.shape[0]
 
-    def score(x: Tensor, y: Tensor) -> Tensor:
-        """cosine similarity of x (D,) with the rows of y (..., D), over the temperature."""
-        return (y @ x) / (x.norm() * y.norm(dim=-1)) / temperature
+    def score_row(i: int, a: int) -> Tensor:
+        """cosine similarity of z[i, a] with every candidate view (N, M), over the temperature."""
+        x = z[i, a]
+        return (c @ x) / (x.norm() * c.norm(dim=-1)) / temperature
 
-    per_anchor = []
-    for i in range(k):
-        own = offset + i
-        for a in range(m):
-            every_view = score(z[i, a], c)  # (N, M): against every view of every candidate
-            cross_entropies = []
-            for b in range(m):
-                if b == a:
-                    continue
-                positive = every_view[own, b]
-                if negatives == "same_view":
-                    scores = every_view[:, b]
-                else:
-                    others = every_view[torch.arange(n) != own].flatten()  # (j, n), j != i'
-                    scores = torch.cat([positive.reshape(1), others])
-                cross_entropies.append(torch.logsumexp(scores, 0) - positive)
-            if aggregate == "geometric":
-                per_anchor.append(_mean(cross_entropies))
-            else:
-                per_anchor.append(-_log_mean_exp([-ce for ce in cross_entropies]))
-    return _mean(per_anchor)
+    return _loss(score_row, k, m, c.shape[0], offset, aggregate, negatives)

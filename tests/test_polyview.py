@@ -62,6 +62,28 @@ S_ESTIMATORS = {
     ),
     "arithmetic": (P.arithmetic, ref.arithmetic),
     "geometric": (P.geometric, ref.geometric),
+    **{
+        f"{name}_all_views": (
+            functools.partial(getattr(P, name), negatives="all_views"),
+            functools.partial(
+                ref.contrastive_estimate,
+                aggregate="geometric" if name == "multicrop" else name,
+                negatives="view_pairs" if name == "multicrop" else "all_views",
+            ),
+        )
+        for name in ("multicrop", "arithmetic", "geometric")
+    },
+    **{
+        f"contrastive_printed_{neg}": (
+            functools.partial(
+                P.contrastive_estimate, aggregate="arithmetic_printed", negatives=neg
+            ),
+            functools.partial(
+                ref.contrastive_estimate, aggregate="arithmetic_printed", negatives=neg
+            ),
+        )
+        for neg in P.NEGATIVES
+    },
     "one_vs_rest_set_arithmetic": (
         lambda S: P.one_vs_rest(P.set_scores(S, "arithmetic")),
         lambda S: ref.one_vs_rest(ref.set_scores(S, "arithmetic")),
@@ -89,7 +111,7 @@ Z_FUNCTIONS = {
             functools.partial(ref.polyview_loss, temperature=0.3, aggregate=agg, negatives=neg),
         )
         for neg in P.NEGATIVES
-        for agg in P.AGGREGATES
+        for agg in P.LOSS_AGGREGATES
     },
 }
 
@@ -499,6 +521,122 @@ def test_half_precision_is_computed_in_float32(dtype: torch.dtype) -> None:
     )
 
 
+# ------------------------------------------------------------------ the all-view reading
+
+
+def cosine_scores(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """S[..., i, a, j, b] = <z_ia, z_jb> / (|z_ia| |z_jb| tau), the loss's own scores."""
+    zn = nnf.normalize(z, dim=-1)
+    return torch.einsum("...iad,...jbd->...iajb", zn / temperature, zn)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 4), (2, 6, 4, 3), (3, 2, 2, 5)])
+@pytest.mark.parametrize("aggregate", P.LOSS_AGGREGATES)
+def test_all_view_estimates_are_the_constant_minus_the_loss(
+    shape: tuple[int, ...], aggregate: str
+) -> None:
+    """docs/polyview.md: the all-view estimate is log(1 + M(K-1)) minus the all-view loss
+    polyview_loss minimises (Multi-Crop's: log(2K - 1) minus its view-pair NT-Xent), on the
+    same scores, with or without leading batch dims."""
+    z = random_views(shape, seed=sum(shape))
+    k, m = shape[-3], shape[-2]
+    S = cosine_scores(z, 0.3)
+    loss = P.polyview_loss(z, 0.3, aggregate, "all_views")
+    estimate = P.contrastive_estimate(S, aggregate, "all_views")
+    torch.testing.assert_close(estimate, math.log(1 + m * (k - 1)) - loss, rtol=0, atol=1e-10)
+    if aggregate != "arithmetic_printed":
+        by_name = getattr(P, aggregate)(S, negatives="all_views")
+        torch.testing.assert_close(by_name, estimate, rtol=0, atol=1e-10)
+    pairs = P.polyview_loss(z, 0.3, "geometric", "view_pairs")
+    multicrop = P.multicrop(S, negatives="all_views")
+    torch.testing.assert_close(multicrop, math.log(2 * k - 1) - pairs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [2, 5, 16])
+def test_at_two_views_every_all_view_reading_is_the_nt_xent_reading(k: int) -> None:
+    """At M = 2 an anchor has one target view and its 2K - 1 candidates are NT-Xent's, so the
+    all-view arithmetic and geometric estimates and Multi-Crop's all-view reading all equal
+    log(2K - 1) - NT-Xent."""
+    z = random_views((k, 2, 8), seed=k)
+    S = cosine_scores(z, 0.5)
+    expected = math.log(2 * k - 1) - nt_xent(z[:, 0], z[:, 1], 0.5)
+    for estimate in (
+        P.arithmetic(S, negatives="all_views"),
+        P.geometric(S, negatives="all_views"),
+        P.multicrop(S, negatives="all_views"),
+    ):
+        torch.testing.assert_close(estimate, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("negatives", P.NEGATIVES)
+def test_the_printed_arithmetic_line_is_a_soft_max_that_differs_from_the_bound_from_three_views(
+    negatives: str,
+) -> None:
+    """Algorithm 1's arithmetic line as printed, L = logsumexp_b CE - log K: at M = 2 (one
+    target view) it is the soft-min (arithmetic) loss minus log K; from M = 3 on it is another
+    function of the per-pair losses, at least their maximum minus log K (a soft-max) where the
+    soft-min form is at most their mean."""
+    z2 = random_views((6, 2, 4), seed=1)
+    printed = P.polyview_loss(z2, 0.2, "arithmetic_printed", negatives)
+    soft_min = P.polyview_loss(z2, 0.2, "arithmetic", negatives)
+    torch.testing.assert_close(printed, soft_min - math.log(6), rtol=0, atol=1e-10)
+    for m in (3, 5):
+        z = random_views((6, m, 4), seed=m)
+        printed = P.polyview_loss(z, 0.2, "arithmetic_printed", negatives)
+        soft_min = P.polyview_loss(z, 0.2, "arithmetic", negatives)
+        geometric = P.polyview_loss(z, 0.2, "geometric", negatives)
+        shifted = printed.item() + math.log(6)  # mean_{i,a} logsumexp_b CE
+        assert abs(shifted - soft_min.item()) > 1e-3
+        assert shifted > geometric.item() >= soft_min.item()
+
+
+@settings(max_examples=60, deadline=None)
+@given(poly_scores)
+def test_all_view_estimates_stay_below_their_constants_and_geometric_below_arithmetic(
+    s: np.ndarray,
+) -> None:
+    """Every cross-entropy is >= 0, so log(1 + M(K-1)) >= all-view arithmetic (and Multi-Crop's
+    all-view reading <= log(2K - 1)); Jensen (mean CE >= -log mean exp(-CE)) gives all-view
+    geometric <= all-view arithmetic, on every batch."""
+    S = torch.from_numpy(s)
+    k, m = s.shape[:2]
+    a = P.arithmetic(S, negatives="all_views").item()
+    g = P.geometric(S, negatives="all_views").item()
+    assert math.log(1 + m * (k - 1)) + 1e-12 >= a >= g - 1e-9
+    assert math.log(2 * k - 1) + 1e-12 >= P.multicrop(S, negatives="all_views").item()
+
+
+def test_all_view_readings_differ_where_the_same_view_numbers_agree() -> None:
+    """With same-view candidates Geometric PVC and Multi-Crop are one number; read with all-view
+    candidates they are two (constants log(1 + M(K-1)) and log(2K - 1)), as the reviewers'
+    remark that Geometric can be tighter than Multi-Crop needs."""
+    S = random_scores((6, 4, 6, 4), seed=3)
+    assert P.geometric(S).item() == pytest.approx(P.multicrop(S).item(), abs=1e-10)
+    g, mc = P.geometric(S, negatives="all_views"), P.multicrop(S, negatives="all_views")
+    assert abs(g.item() - mc.item()) > 1e-2
+
+
+def test_all_view_estimate_exceeds_the_true_mi_at_the_optimal_critic() -> None:
+    """The measured counterexample (docs/polyview.md): at the analytic optimal pairwise critic,
+    d = 1, K = 2, M = 16, rho = 0.95, the all-view arithmetic estimate averages about 1.69 nats
+    over batches, above the one-vs-rest MI (1.466) and even above I(x_a; c) = 1.498.
+
+    Tolerance: 4000 batches of K = 2 give the mean a standard error of about 0.017 nats (computed
+    below from the batches themselves); requiring the mean above each reference by 5 standard
+    errors keeps a false pass (an estimate that does not overshoot) below 3e-7 under a normal
+    approximation, and the measured excess is 11-13 of them."""
+    rho, k, m = 0.95, 2, 16
+    z = sample_views(4000 * k, m, 1, rho, generator=torch.Generator().manual_seed(11))
+    S = multiview_log_ratio(z.view(4000, k, m, 1), rho)  # (4000, K, M, K, M)
+    estimates = P.arithmetic(S, negatives="all_views")
+    mean, se = estimates.mean().item(), estimates.std().item() / math.sqrt(len(estimates))
+    truth, limit = one_vs_rest_mi(rho, 1, m), -0.5 * math.log(1 - rho)
+    assert mean > truth + 5 * se
+    assert mean > limit + 5 * se
+    same_view = P.arithmetic(S).mean().item()  # the bound stays below, as it must
+    assert same_view < truth
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 
@@ -558,11 +696,16 @@ def test_bad_loss_arguments_raise() -> None:
             P.polyview_loss(z, temperature)
         with pytest.raises(ValueError, match="temperature"):
             P.PolyViewLoss(temperature)
-    with pytest.raises(ValueError, match=r"aggregate must be one of \('arithmetic', 'geometric'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"aggregate must be one of \('arithmetic', 'geometric', 'arithmetic_printed'\)",
+    ):
         P.polyview_loss(z, aggregate="harmonic")
     with pytest.raises(ValueError, match="aggregate must be one of"):
         P.set_scores(torch.zeros(2, 2, 2, 2), "harmonic")
-    with pytest.raises(ValueError, match=r"negatives must be one of \('all_views', 'same_view'\)"):
+    with pytest.raises(
+        ValueError, match=r"negatives must be one of \('all_views', 'same_view', 'view_pairs'\)"
+    ):
         P.PolyViewLoss(negatives="memory_bank")
     with pytest.raises(ValueError, match=r"candidates must have shape \(\.\.\., N, M, D\)"):
         P.polyview_loss(z, candidates=torch.zeros(6, 2, 2))
@@ -570,6 +713,27 @@ def test_bad_loss_arguments_raise() -> None:
         P.polyview_loss(z, candidates=torch.zeros(6, 3, 2), offset=3)
     with pytest.raises(ValueError, match="offset"):
         P.polyview_loss(z, offset=-1)
+
+
+def test_bad_readings_raise_naming_the_argument() -> None:
+    S = random_scores((3, 3, 3, 3), seed=0)
+    for fn in (P.multicrop, P.arithmetic, P.geometric):
+        with pytest.raises(ValueError, match="negatives must be one of"):
+            fn(S, negatives="every_view")
+        with pytest.raises(ValueError, match="K >= 2"):
+            fn(torch.zeros(1, 3, 1, 3), negatives="all_views")
+        with pytest.raises(ValueError, match="M >= 2"):
+            fn(torch.zeros(3, 1, 3, 1), negatives="all_views")
+        bad = S.clone()
+        bad[0, 1, 2, 0] = math.inf
+        with pytest.raises(ValueError, match="S has 1 non-finite"):
+            fn(bad, negatives="all_views")
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        P.contrastive_estimate(S, "harmonic")
+    with pytest.raises(ValueError, match="takes no pairwise bound"):
+        P.multicrop(S, nwj, negatives="all_views")
+    with pytest.raises(ValueError, match="bound must be a pairwise estimator"):
+        P.multicrop(S, "nwj")
 
 
 def test_critic_of_wrong_output_shape_raises() -> None:
