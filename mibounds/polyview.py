@@ -89,17 +89,19 @@ def _check_samples_and_views(
     axes: tuple[int, int],
     fits: Callable[[tuple[int, ...]], bool],
     validate_args: bool,
+    min_samples: int = 2,
 ) -> Tensor:
-    """Check a tensor of layout ``layout`` whose sample and view axes are ``axes`` (K, M >= 2;
-    ``fits(shape)`` says whether the shape has the layout) and upcast it."""
+    """Check a tensor of layout ``layout`` whose sample and view axes are ``axes`` (K >=
+    ``min_samples``, M >= 2; ``fits(shape)`` says whether the shape has the layout) and upcast
+    it."""
     if not isinstance(t, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     shape = tuple(t.shape)
     if not fits(shape):
         raise ValueError(f"{name} must have shape {layout}, got shape {shape}")
     k, m = (shape[axis] for axis in axes)
-    if k < 2:
-        raise ValueError(f"{name} needs K >= 2 samples, got K = {k} (shape {shape})")
+    if k < min_samples:
+        raise ValueError(f"{name} needs K >= {min_samples} samples, got K = {k} (shape {shape})")
     if m < 2:
         raise ValueError(f"{name} needs M >= 2 views, got M = {m} (shape {shape})")
     if validate_args:
@@ -116,13 +118,16 @@ def _check_poly_scores(S: Tensor, validate_args: bool, name: str = "S") -> Tenso
     return _check_samples_and_views(S, name, "(..., K, M, K, M)", (-4, -3), fits, validate_args)
 
 
-def _check_views(z: Tensor, validate_args: bool, name: str = "z") -> Tensor:
-    """Check embeddings ``z: (..., K, M, D)`` with K, M >= 2 and upcast them."""
+def _check_views(z: Tensor, validate_args: bool, name: str = "z", min_samples: int = 2) -> Tensor:
+    """Check embeddings ``z: (..., K, M, D)`` with K >= ``min_samples``, M >= 2, D >= 1 and
+    upcast them."""
 
     def fits(shape: tuple[int, ...]) -> bool:
-        return len(shape) >= 3
+        return len(shape) >= 3 and shape[-1] >= 1
 
-    return _check_samples_and_views(z, name, "(..., K, M, D)", (-3, -2), fits, validate_args)
+    return _check_samples_and_views(
+        z, name, "(..., K, M, D) with D >= 1", (-3, -2), fits, validate_args, min_samples
+    )
 
 
 def _check_offset(offset: int, k: int, n: int) -> int:
@@ -140,8 +145,9 @@ def _check_candidates(
     z: Tensor, candidates: Tensor | None, offset: int, validate_args: bool
 ) -> tuple[Tensor, Tensor]:
     """Check anchors ``z: (..., K, M, D)`` and candidates ``(..., N, M, D)`` (default ``z``)
-    whose rows ``[offset, offset + K)`` are the anchors' own samples; upcast both."""
-    x = _check_views(z, validate_args)
+    whose rows ``[offset, offset + K)`` are the anchors' own samples; upcast both. With
+    candidates, one anchor (K = 1: one process's share) is enough; N >= 2 always."""
+    x = _check_views(z, validate_args, min_samples=1 if candidates is not None else 2)
     c = x if candidates is None else _check_views(candidates, validate_args, "candidates")
     m, d = x.shape[-2:]
     if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):

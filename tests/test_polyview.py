@@ -679,7 +679,12 @@ def test_bad_set_scores_raise() -> None:
 
 @pytest.mark.parametrize(
     ("shape", "match"),
-    [((4, 3), r"\(\.\.\., K, M, D\)"), ((1, 3, 2), "K >= 2"), ((4, 1, 2), "M >= 2")],
+    [
+        ((4, 3), r"\(\.\.\., K, M, D\)"),
+        ((4, 3, 0), "D >= 1"),
+        ((1, 3, 2), "K >= 2"),
+        ((4, 1, 2), "M >= 2"),
+    ],
 )
 def test_bad_embedding_shapes_raise(shape: tuple[int, ...], match: str) -> None:
     z = torch.zeros(shape)

@@ -19,12 +19,16 @@ from mibounds.vision.objectives import (
     ObjectiveContext,
     build_objective,
     cosine_scores,
-    multicrop_loss,
     register,
 )
 
 # one torch thread: many tiny steps (conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def multicrop_loss(z: torch.Tensor, tau: float, **candidates) -> torch.Tensor:
+    """Multi-Crop's loss: polyview_loss over view-pair candidates, geometric aggregate."""
+    return polyview_loss(z, tau, "geometric", "view_pairs", **candidates)
 
 
 def _views(k: int, m: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -52,6 +56,8 @@ def multicrop_reference(z: torch.Tensor, tau: float) -> torch.Tensor:
 def test_multicrop_matches_loop_reference(k: int, m: int) -> None:
     z = _views(k, m, 6)
     torch.testing.assert_close(multicrop_loss(z, 0.3), multicrop_reference(z, 0.3))
+    loss = build_objective("multicrop", ObjectiveContext(0.3, m, k))(z, torch.arange(k))
+    torch.testing.assert_close(loss, multicrop_reference(z, 0.3))
 
 
 def test_multicrop_with_candidates_from_other_processes() -> None:

@@ -25,7 +25,6 @@ from every process's ``(index, log u)`` updates, so it is the same in all of the
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -34,24 +33,21 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from mibounds import polyview
-from mibounds._checks import check_positive, compute_dtype
-from mibounds._numerics import logsumexp
+from mibounds._checks import check_positive
 from mibounds.barlow import MultiViewBarlowLoss
 from mibounds.bounds import MINE, PAIRWISE
-from mibounds.polyview import PolyViewLoss, _check_views
+from mibounds.polyview import PolyViewLoss
 from mibounds.sogclr import SogCLRLoss
 
 __all__ = [
     "OBJECTIVES",
     "EmbeddingLoss",
-    "MultiCropLoss",
     "Objective",
     "ObjectiveContext",
     "build_objective",
     "check_objective",
     "check_views",
     "cosine_scores",
-    "multicrop_loss",
     "register",
 ]
 
@@ -154,74 +150,6 @@ def cosine_scores(z: Tensor, temperature: float) -> Tensor:
     """
     u = nnf.normalize(z, dim=-1)
     return torch.einsum("...iad,...jbd->...iajb", u / temperature, u)
-
-
-def multicrop_loss(
-    z: Tensor,
-    temperature: float = 0.1,
-    *,
-    candidates: Tensor | None = None,
-    offset: int = 0,
-    validate_args: bool = True,
-) -> Tensor:
-    """Multi-Crop: SimCLR's NT-Xent averaged over the ordered view pairs (Caron et al. 2020's
-    multi-crop with SimCLR's loss; the Multi-Crop baseline of Shidani et al. 2024).
-
-    For anchor ``(i, a)`` and target view ``b != a`` the candidates are the positive ``(i, b)``
-    and views a and b of every other sample, ``{(j, a), (j, b): j != i}``, as NT-Xent on the
-    view pair (a, b) would have them: ``CE[i,a,b] = -S[i,a,i,b] + logsumexp(S[i,a,i,b],
-    S[i,a,j,a]_{j!=i}, S[i,a,j,b]_{j!=i})``, ``loss = mean_{i, a != b} CE[i,a,b]``. At M = 2 this is
-    SimCLR's loss exactly. A training loss, not a bound (the candidates are not exchangeable).
-
-    Args:
-        z: ``(K, M, D)`` anchor embeddings, M >= 2. temperature: tau.
-        candidates: ``(N, M, D)``, N >= 2 (gathered from every process), default ``z``; anchor
-            i's own views are ``candidates[offset + i]``. With candidates, one anchor (K = 1)
-            is allowed.
-    Returns:
-        ``()``: the loss, in nats.
-    """
-    tau = check_positive(temperature, "temperature")
-    c = _check_views(z if candidates is None else candidates, validate_args, "candidates")
-    x = c if candidates is None else compute_dtype(z)
-    if x.dim() != 3 or c.dim() != 3 or c.shape[1:] != x.shape[1:]:
-        raise ValueError(
-            f"z must be (K, M, D) and candidates (N, M, D) with the same M, D; got "
-            f"{tuple(x.shape)} and {tuple(c.shape)}"
-        )
-    k, m, _ = x.shape
-    if offset + k > c.shape[0]:
-        raise ValueError(f"offset + K = {offset + k} exceeds the N = {c.shape[0]} candidates")
-    c = nnf.normalize(c, dim=-1)
-    anchors = nnf.normalize(x, dim=-1) / tau
-    S = torch.einsum("iad,jbd->iabj", anchors, c)  # candidates j last: reduced over below
-    pos = torch.einsum("iad,ibd->iab", anchors, c[offset : offset + k])
-    own = (
-        torch.arange(c.shape[0], device=S.device)
-        == offset + torch.arange(k, device=S.device)[:, None]
-    )
-    # logsumexp_{j != i} S[i, a, b, j]: the negatives of view b for anchor (i, a)
-    neg = logsumexp(S.masked_fill(own[:, None, None, :], -math.inf), -1)
-    same = neg.diagonal(dim1=1, dim2=2)  # (K, M): negatives from the anchor's own view a
-    partition = logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, same[..., None])), 0)
-    ce = partition - pos
-    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=S.device)
-    return ce[:, off_diagonal].mean()
-
-
-class MultiCropLoss(nn.Module):
-    """``multicrop_loss`` as a module with a multi-process ``gather`` hook (as ``PolyViewLoss``)."""
-
-    def __init__(self, temperature: float = 0.1, gather: Gather | None = None) -> None:
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
-        self.gather = gather
-
-    def forward(self, z: Tensor, *, validate_args: bool = True) -> Tensor:
-        candidates, offset = (None, 0) if self.gather is None else self.gather(z)
-        return multicrop_loss(
-            z, self.temperature, candidates=candidates, offset=offset, validate_args=validate_args
-        )
 
 
 def _bound_loss(estimate: Callable[[Tensor], Tensor], temperature: float, z: Tensor) -> Tensor:
@@ -331,11 +259,11 @@ def _pairwise(name: str) -> Callable[..., EmbeddingLoss]:
     return build
 
 
-def _polyview(aggregate: str) -> Callable[[ObjectiveContext], EmbeddingLoss]:
+def _polyview(
+    aggregate: str, negatives: str = "all_views"
+) -> Callable[[ObjectiveContext], EmbeddingLoss]:
     def build(ctx: ObjectiveContext) -> EmbeddingLoss:
-        return _local_anchors(
-            PolyViewLoss(ctx.temperature, aggregate, "all_views", gather=ctx.gather)
-        )
+        return _local_anchors(PolyViewLoss(ctx.temperature, aggregate, negatives, ctx.gather))
 
     return build
 
@@ -357,8 +285,9 @@ register(
 )
 register(
     "multicrop",
-    lambda ctx: _local_anchors(MultiCropLoss(ctx.temperature, ctx.gather)),
-    "NT-Xent averaged over the M(M-1) ordered view pairs (Multi-Crop)",
+    _polyview("geometric", "view_pairs"),
+    "NT-Xent averaged over the M(M-1) ordered view pairs (Multi-Crop; Caron et al. 2020's "
+    "multi-crop with SimCLR's loss): polyview_loss over view-pair candidates",
 )
 register(
     "arithmetic",
@@ -369,6 +298,12 @@ register(
     "geometric",
     _polyview("geometric"),
     "Geometric PVC training loss, all-view negatives (Shidani et al. 2024, Alg. 1)",
+)
+register(
+    "arithmetic-printed",
+    _polyview("arithmetic_printed"),
+    "Algorithm 1's arithmetic line as printed (Shidani et al. 2024): logsumexp_b CE - log K, a "
+    "soft-max of the per-pair losses, all-view negatives; not a bound",
 )
 register(
     "sufficient-statistics",
