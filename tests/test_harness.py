@@ -26,8 +26,10 @@ from mibounds.harness import (
     train,
     true_mi,
 )
+from mibounds.harness.config import _digest
 from mibounds.harness.data import GaussianDataset
 from mibounds.harness.reproduce import bound_violations, polyview_findings
+from mibounds.harness.sweep import pending
 from mibounds.harness.trainer import StackedCritic, init_critic
 
 # one torch thread: many tiny steps (conftest.single_thread)
@@ -62,6 +64,18 @@ def tiny(**overrides) -> RunConfig:
         ({"objective": "infonce", "k": 1}, "k must be an integer >= 2"),
         ({"objective": "infonce", "source": "imagenet"}, "unknown data source 'imagenet'"),
         ({"objective": "multicrop", "m": 3, "objective_params": {"bound": "x"}}, "bound must be"),
+        (
+            {
+                "objective": "multicrop",
+                "m": 3,
+                "objective_params": {"negatives": "all_views", "bound": "nwj"},
+            },
+            "takes no pairwise bound",
+        ),
+        (
+            {"objective": "arithmetic", "m": 3, "objective_params": {"negatives": "x"}},
+            "negatives must",
+        ),
     ],
 )
 def test_bad_run_config_is_a_clear_error(values, message):
@@ -122,6 +136,30 @@ def test_grid_expands_to_the_product_and_dedupes_a_union():
     assert eqco.objective_params == (("alpha", 16),) and eqco.objective_label == "eqco(alpha=16)"
 
 
+def test_a_grid_may_set_its_own_seeds_and_other_grids_keep_their_hash():
+    grids = [
+        {"objective": ["infonce"], "k": [8, 16]},
+        {"objective": ["nwj"], "k": [8], "seeds": 1},
+        {"objective": ["infonce"], "k": [16, 32], "seeds": [5]},  # (infonce, 16) is in both
+    ]
+    sweep = sweep_from_dict(sweep_dict(grid=grids))
+    seeds = {(s.objective, s.k): sweep.seeds_of(s) for s in sweep.settings}
+    assert seeds == {
+        ("infonce", 8): (0, 1),
+        ("infonce", 16): (0, 1, 5),  # the union of its two grids' seeds
+        ("nwj", 8): (0,),
+        ("infonce", 32): (5,),
+    }
+    assert sweep.n_runs == 2 + 3 + 1 + 1
+    assert [len(seeds) for _, seeds in pending(sweep, done=set())] == [2, 3, 1, 1]
+    # without per-grid seeds the hash is that of settings and seeds alone, as results files
+    # written before this option was added recorded it
+    plain = sweep_from_dict(sweep_dict())
+    old_hash = _digest({"settings": [s.key() for s in plain.settings], "seeds": [0, 1]})
+    assert plain.setting_seeds == {} and plain.grid_hash == old_hash
+    assert sweep.grid_hash != sweep_from_dict(sweep_dict(grid=grids[:1])).grid_hash
+
+
 def test_toml_config_and_quick_overrides(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(
@@ -167,6 +205,15 @@ def test_record_fields_and_true_mi():
         assert key in record
     views = true_mi(tiny(objective="multicrop", m=4, rho=0.9, d=1))
     assert views["target"] == views["pairwise"] < views["one_vs_rest"]
+
+
+@pytest.mark.parametrize("name", ["multicrop", "geometric", "arithmetic", "arithmetic_printed"])
+def test_all_view_objectives_are_recorded_as_estimates_not_bounds(name):
+    all_views = tiny(objective=name, m=3, objective_params={"negatives": "all_views"})
+    (record,) = train(all_views, [0])
+    assert not record["is_bound"] and record["objective_label"] == f"{name}(negatives=all_views)"
+    if name != "arithmetic_printed":  # the same-view reading of the other three is a bound
+        assert train(tiny(objective=name, m=3), [0])[0]["is_bound"]
 
 
 @pytest.mark.parametrize(

@@ -205,8 +205,8 @@ def _sweep(args: argparse.Namespace) -> int:
         done = {r.get("run_key") for r in read_records(results)} if results.exists() else set()
         todo = pending(sweep, done)
         print(
-            f"{sweep.name}: {len(sweep.settings)} settings x {len(sweep.seeds)} seeds, "
-            f"{sum(len(s) for _, s in todo)} runs pending, results {results}"
+            f"{sweep.name}: {len(sweep.settings)} settings, {sweep.n_runs} runs, "
+            f"{sum(len(s) for _, s in todo)} pending, results {results}"
         )
         for setting, seeds in todo:
             print(

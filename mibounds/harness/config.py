@@ -26,8 +26,9 @@ TOML format (read with ``tomllib``; the grids of the papers' figures are in ``ex
     run = {steps = 100}
 
 ``[[grid]]`` (an array of tables) gives several grids whose union is the sweep; settings that
-appear twice run once. ``objective``, ``critic`` and ``source`` take a name or a table
-``{name = ..., **params}``.
+appear twice run once (with the union of their seeds). A grid table may set its own ``seeds``
+(a count or a list), e.g. a wide grid read with fewer seeds than the headline one.
+``objective``, ``critic`` and ``source`` take a name or a table ``{name = ..., **params}``.
 """
 
 from __future__ import annotations
@@ -342,24 +343,37 @@ class Sweep:
     grid_hash: str = ""
     shard_index: tuple[int, int] | None = None
     base: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    setting_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Seeds of the settings (by ``RunConfig.key``) whose grid gave its own; the others run
+    ``seeds``."""
 
     def __post_init__(self) -> None:
         if not self.settings:
             raise ValueError(f"sweep {self.name!r} has an empty grid: no settings to run")
-        if not self.seeds:
-            raise ValueError(f"sweep {self.name!r} has no seeds")
-        for seed in self.seeds:
-            check_at_least(seed, 0, "each seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        for seeds in (self.seeds, *self.setting_seeds.values()):
+            if not seeds:
+                raise ValueError(f"sweep {self.name!r} has no seeds")
+            for seed in seeds:
+                check_at_least(seed, 0, "each seed")
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds must be distinct, got {list(seeds)}")
         if not self.grid_hash:
-            grid = {"settings": [s.key() for s in self.settings], "seeds": list(self.seeds)}
+            grid: dict[str, Any] = {
+                "settings": [s.key() for s in self.settings],
+                "seeds": list(self.seeds),
+            }
+            if self.setting_seeds:  # absent otherwise: older grids keep their hash
+                grid["setting_seeds"] = {k: list(v) for k, v in sorted(self.setting_seeds.items())}
             object.__setattr__(self, "grid_hash", _digest(grid))
+
+    def seeds_of(self, setting: RunConfig) -> tuple[int, ...]:
+        """The seeds ``setting`` runs: its grid's own, else the sweep's."""
+        return self.setting_seeds.get(setting.key(), self.seeds)
 
     @property
     def n_runs(self) -> int:
-        """Settings x seeds."""
-        return len(self.settings) * len(self.seeds)
+        """The sum over settings of their seeds."""
+        return sum(len(self.seeds_of(s)) for s in self.settings)
 
     def shard(self, index: int, count: int) -> Sweep:
         """Part ``index`` of ``count`` (0-based): every count-th setting, all its seeds."""
@@ -401,7 +415,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
 
 
 def _expand_grid(run: Mapping[str, Any], grid: Mapping[str, Any], where: str) -> list[RunConfig]:
-    axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items() if k != "seeds"}
     for key, values in axes.items():
         if not values:
             raise ValueError(f"axis {key!r} of {where} is an empty list: the grid is empty")
@@ -441,17 +455,30 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
     grids = grid if isinstance(grid, list) else [grid]
     if not grids:
         raise ValueError(f"{where} has an empty list of grids")
+    default_seeds = _seeds(seeds)
     settings: dict[str, RunConfig] = {}
+    seeds_by_key: dict[str, set[int]] = {}
+    own_seeds: set[str] = set()
     for n, table in enumerate(grids):
         label = f"[grid] of {where}" if len(grids) == 1 else f"[[grid]] #{n + 1} of {where}"
+        table_seeds = _seeds(table["seeds"]) if "seeds" in table else default_seeds
         for s in _expand_grid(run, table, label):
-            settings.setdefault(s.key(), s)
+            key = s.key()
+            settings.setdefault(key, s)
+            seeds_by_key.setdefault(key, set()).update(table_seeds)
+            if "seeds" in table:
+                own_seeds.add(key)
     return Sweep(
         name=data["name"],
         settings=tuple(settings.values()),
-        seeds=_seeds(seeds),
+        seeds=default_seeds,
         description=str(data.get("description", "")),
         base=run,
+        setting_seeds={
+            key: tuple(sorted(seeds_by_key[key]))
+            for key in settings
+            if key in own_seeds and set(default_seeds) != seeds_by_key[key]
+        },
     )
 
 

@@ -299,16 +299,46 @@ class SufficientStatisticsObjective:
         )
 
 
+def _same_view(params: Mapping[str, Any]) -> bool:
+    """Whether a poly-view objective reads same-view candidates (the bounds) rather than the
+    all-view candidates of the paper's Algorithm 1 (estimates that can exceed the MI)."""
+    return params.get("negatives", "same_view") == "same_view"
+
+
+def _check_negatives(params: Mapping[str, Any]) -> None:
+    if params["negatives"] not in ("same_view", "all_views"):
+        raise ValueError(
+            f"negatives must be 'same_view' (the bound) or 'all_views' (Algorithm 1's "
+            f"candidates, an estimate), got {params['negatives']!r}"
+        )
+
+
+def _check_multicrop(params: Mapping[str, Any]) -> None:
+    _check_negatives(params)
+    if params["negatives"] == "all_views" and params["bound"] != "infonce":
+        raise ValueError(
+            "negatives = 'all_views' reads each view pair's NT-Xent and takes no pairwise bound; "
+            f"got bound = {params['bound']!r}"
+        )
+
+
 register_objective(
     ObjectiveSpec(
         "multicrop",
         "views",
         "pairwise",
         lambda params, n: ViewsObjective(
-            functools.partial(polyview.multicrop, bound=bounds.PAIRWISE[params["bound"]])
+            functools.partial(
+                polyview.multicrop,
+                bound=bounds.PAIRWISE[params["bound"]],
+                negatives=params["negatives"],
+            )
         ),
-        {"bound": "infonce"},
-        is_bound=lambda k, params: bounds.is_bound(params.get("bound", "infonce"), k),
+        {"bound": "infonce", "negatives": "same_view"},
+        is_bound=lambda k, params: (
+            _same_view(params) and bounds.is_bound(params.get("bound", "infonce"), k)
+        ),
+        check=_check_multicrop,
     )
 )
 for _name in ("arithmetic", "geometric"):
@@ -317,10 +347,34 @@ for _name in ("arithmetic", "geometric"):
             _name,
             "views",
             "one_vs_rest",
-            functools.partial(lambda fn, params, n: ViewsObjective(fn), getattr(polyview, _name)),
-            {},
+            functools.partial(
+                lambda fn, params, n: ViewsObjective(
+                    functools.partial(fn, negatives=params["negatives"])
+                ),
+                getattr(polyview, _name),
+            ),
+            {"negatives": "same_view"},
+            is_bound=lambda k, params: _same_view(params),
+            check=_check_negatives,
         )
     )
+register_objective(
+    ObjectiveSpec(
+        "arithmetic_printed",
+        "views",
+        "one_vs_rest",
+        lambda params, n: ViewsObjective(
+            functools.partial(
+                polyview.contrastive_estimate,
+                aggregate="arithmetic_printed",
+                negatives=params["negatives"],
+            )
+        ),
+        {"negatives": "all_views"},
+        is_bound=lambda k, params: False,
+        check=_check_negatives,
+    )
+)
 register_objective(
     ObjectiveSpec(
         "sufficient_statistics",

@@ -51,7 +51,7 @@ def pending(sweep: Sweep, done: set[str]) -> list[tuple[RunConfig, tuple[int, ..
     out = []
     for setting in sweep.settings:
         key = setting.key()
-        seeds = tuple(s for s in sweep.seeds if f"{key}/{s}" not in done)
+        seeds = tuple(s for s in sweep.seeds_of(setting) if f"{key}/{s}" not in done)
         if seeds:
             out.append((setting, seeds))
     return out
