@@ -25,6 +25,7 @@ __all__ = [
     "curves_panel",
     "facet_figure",
     "metric_panel",
+    "overshoot_figure",
     "polyview_figure",
     "results_figure",
     "save",
@@ -45,6 +46,8 @@ AXIS_LABELS = {
     "relative_mi": "relative MI = true MI / estimate",
     "gap_one_vs_rest": "gap to one-vs-rest MI (nats)",
     "relative_mi_one_vs_rest": "one-vs-rest MI / estimate",
+    "gap_factor": "gap to I(x_a; c) (nats)",
+    "relative_mi_factor": "I(x_a; c) / estimate",
     "loss": "training loss = -estimate (nats)",
     "estimate": "estimate (nats)",
 }
@@ -110,6 +113,7 @@ def curves_panel(
     y: str = "loss",
     *,
     hue: str = _HUE,
+    style: str | None = None,
     span: float | None = None,
 ) -> plt.Axes:
     """Training curves (block means) against the step; ``span``: EMA span in steps, if any."""
@@ -119,7 +123,7 @@ def curves_panel(
         long[y] = long.groupby("run_key", sort=False)[y].transform(
             lambda s: s.ewm(span=max(span / every, 1.0)).mean()
         )
-    sns.lineplot(data=long, x="step", y=y, hue=hue, style=hue, errorbar="sd", ax=ax)
+    sns.lineplot(data=long, x="step", y=y, hue=hue, style=style or hue, errorbar="sd", ax=ax)
     ax.set_xlabel(_label("step"))
     ax.set_ylabel(_label(y))
     return ax
@@ -147,45 +151,65 @@ def _finish(fig: Figure, axes: Sequence[plt.Axes], title: str) -> Figure:
     return fig
 
 
-def polyview_figure(frame: pd.DataFrame, *, loss_m: int, title: str = "") -> Figure:
-    """The four panels of Shidani et al. 2024, Figure 2, against M: (a) the true one-vs-rest
-    MI, (b) the gap and (c) the relative MI to it, (d) training losses at ``M = loss_m``."""
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
-    per_m = frame.groupby("m")[["mi_one_vs_rest", "mi_pairwise", "log_k"]].first().reset_index()
-    ax = axes[0]
-    ax.plot(per_m["m"], per_m["mi_one_vs_rest"], "k-o", label="true one-vs-rest MI")
-    ax.plot(per_m["m"], per_m["mi_pairwise"], "k--", lw=1, label="true pairwise MI")
-    log_k, top = float(per_m["log_k"].max()), float(per_m["mi_one_vs_rest"].max())
+def polyview_figure(
+    frame: pd.DataFrame,
+    *,
+    loss_m: int,
+    title: str = "",
+    hue: str = _HUE,
+    style: str | None = None,
+) -> Figure:
+    """Shidani et al. 2024, Figure 2, against M, with both gap references: (a) the true MIs
+    (one-vs-rest, pairwise, and I(x_a; c), its M -> infinity limit), the gap to (b) the
+    one-vs-rest MI and (c) I(x_a; c), (d) the training losses at ``M = loss_m``, and the
+    relative MI to (e) the one-vs-rest MI and (f) I(x_a; c). One line per ``hue`` (line style
+    per ``style``, e.g. the candidate set)."""
+    fig, grid = plt.subplots(2, 3, figsize=(16, 8.6))
+    a, b, c, d, e, f = grid.flat
+    per_m = (
+        frame.groupby("m")[["mi_one_vs_rest", "mi_pairwise", "mi_factor", "log_k"]]
+        .first()
+        .reset_index()
+    )
+    a.plot(per_m["m"], per_m["mi_one_vs_rest"], "k-o", label="true one-vs-rest MI")
+    a.plot(per_m["m"], per_m["mi_pairwise"], "k--", lw=1, label="true pairwise MI")
+    a.plot(per_m["m"], per_m["mi_factor"], "k:", lw=1.5, label="I(x_a; c), the M -> inf limit")
+    log_k, top = float(per_m["log_k"].max()), float(per_m["mi_factor"].max())
     if log_k <= 1.5 * top:
-        ax.plot(per_m["m"], per_m["log_k"], color="tab:red", ls=":", lw=1, label="log K")
+        a.plot(per_m["m"], per_m["log_k"], color="tab:red", ls=":", lw=1, label="log K")
     else:
         # drawn, a ceiling far above the MIs would squash their curves into the panel's foot
-        ax.text(
+        a.text(
             0.97,
             0.25,
             f"log K = {log_k:.2f}, the bounds'\nceiling, is above this scale",
-            transform=ax.transAxes,
+            transform=a.transAxes,
             ha="right",
             color="tab:red",
         )
-    ax.set_xlabel(_label("m"))
-    ax.set_ylabel("true MI (nats)")
-    ax.set_xticks(per_m["m"])
-    ax.set_title("(a) true one-vs-rest MI")
-    metric_panel(axes[1], frame, "m", "gap_one_vs_rest").set_title("(b) gap to one-vs-rest MI")
-    metric_panel(axes[2], frame, "m", "relative_mi_one_vs_rest").set_title("(c) relative MI")
+    a.set_xlabel(_label("m"))
+    a.set_ylabel("true MI (nats)")
+    a.set_xticks(per_m["m"])
+    a.set_title("(a) true MIs")
+    for ax, y, name in (
+        (b, "gap_one_vs_rest", "(b) gap to the one-vs-rest MI"),
+        (c, "gap_factor", "(c) gap to I(x_a; c)"),
+        (e, "relative_mi_one_vs_rest", "(e) relative MI, one-vs-rest"),
+        (f, "relative_mi_factor", "(f) relative MI, I(x_a; c)"),
+    ):
+        metric_panel(ax, frame, "m", y, hue=hue, style=style).set_title(name)
     at_m = frame[frame["m"] == loss_m]
-    curves_panel(axes[3], at_m)
-    axes[3].axhline(
+    curves_panel(d, at_m, hue=hue, style=style)
+    d.axhline(
         -float(at_m["mi_one_vs_rest"].iloc[0]), color="k", lw=1.5, label="true one-vs-rest MI"
     )
-    axes[3].axhline(
+    d.axhline(
         -float(at_m["mi_pairwise"].iloc[0]), color="k", ls="--", lw=1, label="true pairwise MI"
     )
     # the one-vs-rest line is usually the lowest point: without extra room it hides in the spine
-    axes[3].margins(y=0.12)
-    axes[3].set_title(f"(d) training losses, M = {loss_m} (lines: -true MI)")
-    return _finish(fig, axes, title)
+    d.margins(y=0.12)
+    d.set_title(f"(d) training losses, M = {loss_m} (lines: -true MI)")
+    return _finish(fig, list(grid.flat), title)
 
 
 def facet_figure(
@@ -195,6 +219,8 @@ def facet_figure(
     *,
     metrics: Sequence[str] = ("gap_one_vs_rest", "relative_mi_one_vs_rest"),
     title: str = "",
+    hue: str = _HUE,
+    style: str | None = None,
 ) -> Figure:
     """A grid of panels: one row per metric, one column per value of ``facet`` (e.g. the gap
     and relative MI against M, for each K); y axes are shared along a row."""
@@ -208,9 +234,55 @@ def facet_figure(
     )
     for row, metric in zip(axes, metrics, strict=True):
         for ax, value in zip(row, values, strict=True):
-            metric_panel(ax, frame[frame[facet] == value], x, metric)
+            metric_panel(ax, frame[frame[facet] == value], x, metric, hue=hue, style=style)
             ax.set_title(f"{_label(facet).split(' (')[0]} = {value:g}")
     return _finish(fig, list(axes.flat), title)
+
+
+def overshoot_figure(cells: pd.DataFrame, *, title: str = "") -> Figure:
+    """Heatmaps of where an estimate exceeds a true MI: one row per rho, one column per
+    ``panel``; in each, K (rows) against M (columns), coloured by ``excess`` (estimate - truth,
+    nats; blue below, red above, each side scaled to its own extreme so that small excesses
+    show), and annotated with the excess, starred where it is beyond 3 standard errors
+    (``over``)."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    rhos, panels = sorted(cells["rho"].unique()), list(dict.fromkeys(cells["panel"]))
+    fig, axes = plt.subplots(
+        len(rhos),
+        len(panels),
+        figsize=(3.6 * len(panels) + 1.5, 2.9 * len(rhos) + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
+    norm = TwoSlopeNorm(
+        vcenter=0.0,
+        vmin=min(float(cells["excess"].min()), -1e-3),
+        vmax=max(float(cells["excess"].max()), 1e-3),
+    )
+    for row, rho in zip(axes, rhos, strict=True):
+        for ax, panel in zip(row, panels, strict=True):
+            part = cells[(cells["rho"] == rho) & (cells["panel"] == panel)]
+            excess = part.pivot(index="k", columns="m", values="excess").sort_index()
+            over = part.pivot(index="k", columns="m", values="over").reindex_like(excess)
+            text = excess.map(lambda v: f"{v:+.2f}") + over.map(lambda o: "*" if o else "")
+            sns.heatmap(
+                excess,
+                annot=text,
+                fmt="",
+                cmap="RdBu_r",
+                norm=norm,
+                cbar=False,
+                ax=ax,
+                annot_kws={"fontsize": 7},
+            )
+            ax.invert_yaxis()
+            ax.set_xlabel(_label("m"))
+            ax.set_ylabel(_label("k"))
+            ax.set_title(f"{panel}, rho = {rho:g}", fontsize=9)
+    fig.colorbar(axes[0, 0].collections[0], ax=axes, shrink=0.6, label="estimate - true MI (nats)")
+    fig.suptitle(title)
+    return fig
 
 
 def critic_column(frame: pd.DataFrame) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,16 +20,17 @@ from mibounds.harness import (
     load_sweep,
     register_objective,
     register_source,
-    reproduce,
     sweep_from_dict,
     train,
     true_mi,
 )
 from mibounds.harness.config import _digest
 from mibounds.harness.data import GaussianDataset
-from mibounds.harness.reproduce import bound_violations, polyview_findings
 from mibounds.harness.sweep import pending
 from mibounds.harness.trainer import StackedCritic, init_critic
+from mibounds.reproductions import REPRODUCTIONS, grid_path, reproduce
+from mibounds.reproductions.polyview_gaussian import polyview_findings
+from mibounds.reproductions.report import bound_violations
 
 # one torch thread: many tiny steps (conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -179,10 +179,9 @@ def test_toml_config_and_quick_overrides(tmp_path):
         load_sweep(path)
 
 
-def test_every_shipped_experiment_config_is_valid():
-    configs = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
-    shipped = {"polyview-gaussian", "eqco-toy", "poole-staircase", "sogclr-gaussian"}
-    assert {p.stem for p in configs} >= shipped
+def test_every_shipped_grid_is_valid_and_every_reproduction_has_one():
+    configs = sorted(grid_path("polyview-gaussian").parent.glob("*.toml"))
+    assert {p.stem for p in configs} >= set(REPRODUCTIONS)
     for path in configs:
         load_sweep(path)
         if "[quick]" in path.read_text():

@@ -15,13 +15,14 @@ from mibounds.harness import (
     ObjectiveSpec,
     RunConfig,
     register_objective,
-    reproduce,
     sweep_from_dict,
     train,
 )
 from mibounds.harness.objectives import SogCLRObjective
-from mibounds.harness.reproduce import bound_violations, sogclr_findings, sogclr_quantities
 from mibounds.harness.results import load_results
+from mibounds.reproductions import reproduce
+from mibounds.reproductions.report import bound_violations
+from mibounds.reproductions.sogclr_gaussian import sogclr_findings, sogclr_quantities
 
 # one torch thread: many tiny steps (conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")

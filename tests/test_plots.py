@@ -45,19 +45,42 @@ def lines(ax):
     return {line.get_label(): line for line in ax.get_lines()}
 
 
-def test_polyview_figure_has_the_four_panels_with_units_and_references(views):
+def test_polyview_figure_has_both_references_with_units(views):
     fig = plots.polyview_figure(views[views["k"] == 8], loss_m=4, title="t")
-    a, b, c, d = fig.axes[:4]
+    a, b, c, d, e, f = fig.axes[:6]
     assert a.get_ylabel() == "true MI (nats)" and b.get_xlabel() == "M (views per sample)"
-    assert "nats" in b.get_ylabel() and "estimate" in c.get_ylabel() and "nats" in d.get_ylabel()
+    assert "one-vs-rest" in b.get_ylabel() and "I(x_a; c)" in c.get_ylabel()
+    assert all("nats" in ax.get_ylabel() for ax in (b, c, d))
+    assert "estimate" in e.get_ylabel() and "I(x_a; c) / estimate" == f.get_ylabel()
     truth = lines(a)["true one-vs-rest MI"].get_ydata()
-    assert truth[1] > truth[0]  # I(x_a; X_rest) grows with M (bounds.md §4)
-    # log 8 = 2.08 is over twice the MIs (<= 1.01 nats): named in a note, not drawn
+    assert truth[1] > truth[0]  # I(x_a; X_rest) grows with M (docs/gaussian.md)
+    # ... towards I(x_a; c) = -(1/2) log(1 - rho), its limit, drawn flat above it
+    limit = lines(a)["I(x_a; c), the M -> inf limit"].get_ydata()
+    assert limit[0] == limit[1] > truth[1]
+    # log 8 = 2.08 is over 1.5 times the largest MI (1.15 nats): named in a note, not drawn
     assert "log K" not in lines(a) and "log K = 2.08" in a.texts[0].get_text()
     # a band (the sd over 3 seeds) per objective, and the tight-ratio reference line
-    assert len(c.collections) >= 2 and "tight (ratio 1)" in lines(c)
+    assert len(e.collections) >= 2 and "tight (ratio 1)" in lines(e)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {"multicrop", "arithmetic", "true one-vs-rest MI"} <= set(legend)
+
+
+def test_overshoot_figure_marks_the_cells_beyond_three_standard_errors():
+    import pandas as pd
+
+    cells = pd.DataFrame(
+        {
+            "panel": ["p"] * 4,
+            "rho": [0.9] * 4,
+            "k": [2, 2, 4, 4],
+            "m": [2, 8, 2, 8],
+            "excess": [-0.5, 0.2, -0.1, 0.01],
+            "over": [False, True, False, False],
+        }
+    )
+    fig = plots.overshoot_figure(cells, title="t")
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == sorted(["-0.50", "+0.20*", "-0.10", "+0.01"])
 
 
 def test_polyview_figure_draws_log_k_when_it_is_near_the_mis(views):

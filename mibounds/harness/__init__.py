@@ -22,14 +22,12 @@ from mibounds.harness.data import (
     register_source,
 )
 from mibounds.harness.objectives import OBJECTIVES, ObjectiveSpec, register_objective
-from mibounds.harness.reproduce import REPRODUCTIONS, reproduce
 from mibounds.harness.results import CorruptRecordWarning, append_records, curves, load_results
 from mibounds.harness.sweep import run_sweep
 from mibounds.harness.trainer import StackedCritic, train, true_mi
 
 __all__ = [
     "OBJECTIVES",
-    "REPRODUCTIONS",
     "SOURCES",
     "Batch",
     "CorruptRecordWarning",
@@ -47,7 +45,6 @@ __all__ = [
     "parse_shard",
     "register_objective",
     "register_source",
-    "reproduce",
     "run_sweep",
     "sweep_from_dict",
     "train",

@@ -1,8 +1,12 @@
-"""Every pairwise estimator at the analytic optimal critic on Poole's d = 20 staircase.
+"""Estimators at analytic optimal critics: no training, so what a table shows is each
+estimator's own bias and spread.
 
-No training: the exact log density ratio ``f*(x, y) = log p(y|x)/p(y)`` (bounds.md §4) scores
-fresh batches, so what the table shows is each estimator's own bias and spread, the ceiling
-``log K`` of InfoNCE and EqCo's ability to pass it. ``python -m mibounds`` prints it.
+- ``analytic_table``: every pairwise estimator on Poole's d = 20 staircase, scored by the exact
+  log density ratio ``f*(x, y) = log p(y|x)/p(y)`` (docs/gaussian.md): the ceiling ``log K`` of
+  InfoNCE and EqCo's ability to pass it. ``python -m mibounds`` prints it.
+- ``all_view_overshoot``: the all-view readings of the poly-view paper's Algorithm 1
+  (docs/polyview.md) at the optimal pairwise critic of M equicorrelated views, against the
+  one-vs-rest MI and I(x_a; c): where the construction, read as an estimate, exceeds the truth.
 """
 
 from __future__ import annotations
@@ -16,8 +20,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from mibounds import bounds
-from mibounds.gaussian import pair_log_ratio, rho_from_mi, sample_pairs
+from mibounds import bounds, polyview
+from mibounds.gaussian import (
+    mi_from_rho,
+    multiview_log_ratio,
+    one_vs_rest_mi,
+    pair_log_ratio,
+    rho_from_mi,
+    sample_pairs,
+    sample_views,
+)
 
 
 def _estimators(eqco_alpha: float) -> dict[str, Callable[[Tensor], Tensor]]:
@@ -76,6 +88,71 @@ def format_table(table: pd.DataFrame) -> str:
     wide = wide[list(dict.fromkeys(table["estimator"]))]
     wide.index = [f"I = {mi:g}" for mi in wide.index]
     return wide.to_string()
+
+
+ALL_VIEW_READINGS: dict[str, Callable[[Tensor], Tensor]] = {
+    "arithmetic": functools.partial(polyview.arithmetic, negatives="all_views"),
+    "geometric": functools.partial(polyview.geometric, negatives="all_views"),
+    "multicrop": functools.partial(polyview.multicrop, negatives="all_views"),
+}
+"""The all-view readings, by objective name: ``S: (..., K, M, K, M) -> (...)`` in nats."""
+
+
+def all_view_overshoot(
+    ks: Sequence[int] = (2, 4, 8, 16, 64),
+    ms: Sequence[int] = (2, 3, 4, 8, 16),
+    rhos: Sequence[float] = (0.5, 0.9, 0.95, 0.99),
+    *,
+    scores_per_cell: int = 2**26,
+    max_batches: int = 4000,
+    min_batches: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The all-view readings at the optimal pairwise critic ``f*(x_a, x_b) = log p(x_b | x_a) /
+    p(x_b)`` of M equicorrelated 1-D views (``multiview_log_ratio``), over a grid of K, M, rho.
+
+    Each cell scores ``batches`` fresh batches of K samples, as many as ``scores_per_cell``
+    score entries allow, clipped to ``[min_batches, max_batches]``; each reading's mean over
+    batches has the standard error ``sd / sqrt(batches)``.
+
+    Returns:
+        One row per (rho, K, M, objective) with ``mean`` and ``se`` (nats), ``batches``, and the
+        truths ``mi_one_vs_rest`` (I(x_a; X_{\\a})), ``mi_factor`` (I(x_a; c) = -(1/2)
+        log(1 - rho), the M -> infinity limit) and ``mi_pairwise`` (I(x_a; x_b), Multi-Crop's
+        target).
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for rho in rhos:
+        for k in ks:
+            for m in ms:
+                per_batch = (k * m) ** 2
+                batches = int(min(max(scores_per_cell // per_batch, min_batches), max_batches))
+                chunk = max(1, 2**22 // per_batch)  # bounds the memory of one S tensor
+                values: dict[str, list[Tensor]] = {name: [] for name in ALL_VIEW_READINGS}
+                for start in range(0, batches, chunk):
+                    n = min(chunk, batches - start)
+                    z = sample_views(n * k, m, 1, rho, generator=g).view(n, k, m, 1)
+                    S = multiview_log_ratio(z, rho)  # (n, K, M, K, M)
+                    for name, reading in ALL_VIEW_READINGS.items():
+                        values[name].append(reading(S))
+                for name, parts in values.items():
+                    v = torch.cat(parts)
+                    rows.append(
+                        {
+                            "rho": rho,
+                            "k": k,
+                            "m": m,
+                            "objective": name,
+                            "mean": v.mean().item(),
+                            "se": v.std().item() / math.sqrt(len(v)),
+                            "batches": len(v),
+                            "mi_one_vs_rest": one_vs_rest_mi(rho, 1, m),
+                            "mi_factor": -0.5 * math.log(1 - rho),
+                            "mi_pairwise": mi_from_rho(rho, 1),
+                        }
+                    )
+    return pd.DataFrame(rows)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

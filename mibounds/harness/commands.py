@@ -41,7 +41,7 @@ eval_infonce_k (batch sizes at which every trained critic's InfoNCE is also read
 A finite dataset: source = {name = "gaussian_finite", n = 4096} (n pairs drawn once, shuffled
 epochs, n a multiple of K); per-item objectives (sogclr) need one.
 NAMES
-Grids used for the papers' figures are in experiments/.
+The papers' grids ship with the package (mibounds/reproductions/grids/).
 """
 
 _SHARD_HELP = (
@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from mibounds.critics import CRITICS
     from mibounds.harness.data import SOURCES
     from mibounds.harness.objectives import OBJECTIVES
-    from mibounds.harness.reproduce import REPRODUCTIONS
+    from mibounds.reproductions import REPRODUCTIONS
 
     fmt = argparse.RawDescriptionHelpFormatter
     catalogue = (
@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="regenerate a paper's Gaussian figure or table",
         formatter_class=fmt,
         description="Run one of the papers' Gaussian experiments (its grid in "
-        "experiments/NAME.toml) and write its\nfigures and markdown table, with the command and "
+        "shipped with the package) and write its\nfigures and markdown table, with the command and "
         "run time inside. Full runs write figures/ and\npaper_tables/ (results in runs/NAME/, "
         "resumable); --quick runs a small real version into\nruns/NAME-quick/.\n\nNAME is one "
         f"of:\n{listing}\n",
@@ -146,7 +146,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config",
         type=Path,
         metavar="PATH",
-        help="another grid to report on (default experiments/NAME.toml), e.g. the paper-size one",
+        help="another grid to report on: a TOML path, or a packaged grid's name such as "
+        "eqco-toy-paper (default: the reproduction's own)",
     )
     _common(p)
     p.set_defaults(func=_RESUMABLE(_reproduce))
@@ -234,7 +235,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from mibounds.harness.reproduce import reproduce
+    from mibounds.reproductions import reproduce
 
     _set_threads(args)
     command = " ".join(["mibounds", "reproduce", args.name] + (["--quick"] if args.quick else []))

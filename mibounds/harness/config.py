@@ -5,7 +5,7 @@ train together as one batched model. A ``Sweep`` is a named union of grids of se
 tuple of seeds. Every check runs when the configuration is built, so a bad grid fails before
 any training starts.
 
-TOML format (read with ``tomllib``; the grids of the papers' figures are in ``experiments/``)::
+TOML format (read with ``tomllib``; the papers' grids ship in ``mibounds/reproductions/grids/``)::
 
     name = "my-sweep"                  # required
     description = "..."                # optional
@@ -147,6 +147,9 @@ class RunConfig:
         eval_infonce_k: batch sizes at which the trained critic's InfoNCE bound is also read on
             ``eval_batches`` held-out batches each (pairwise objectives): how good the critic is,
             whatever the objective that trained it, e.g. at a K larger than training's.
+        tag: a free label for the part of a grid a setting belongs to (a report selects its
+            settings by it, e.g. the poly-view overshoot map); part of the setting's identity
+            when set.
     """
 
     objective: str
@@ -166,6 +169,7 @@ class RunConfig:
     source: str = "gaussian"
     source_params: Params = ()
     eval_infonce_k: tuple[int, ...] = ()
+    tag: str = ""
 
     def __post_init__(self) -> None:
         from mibounds.harness.data import SOURCES
@@ -178,6 +182,8 @@ class RunConfig:
         if self.m is not None:
             check_at_least(self.m, 2, "m (views per sample)")
         set_(self, "lr", check_positive(self.lr, "lr"))
+        if not isinstance(self.tag, str):
+            raise ValueError(f"tag must be a string, got {self.tag!r}")
         if self.curve_every > self.steps:
             raise ValueError(f"curve_every must be <= steps = {self.steps}, got {self.curve_every}")
         self._check_data(set_)
@@ -318,7 +324,7 @@ class RunConfig:
         return cls(**values)
 
 
-_LATER_FIELDS: dict[str, Any] = {"eval_infonce_k": []}
+_LATER_FIELDS: dict[str, Any] = {"eval_infonce_k": [], "tag": ""}
 """``RunConfig`` fields newer than the first results, with the ``to_dict`` value of their
 default: ``RunConfig.key`` omits them at that value."""
 

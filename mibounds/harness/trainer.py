@@ -101,14 +101,17 @@ def adam(params: Iterable[Tensor], lr: float, device: torch.device) -> torch.opt
 
 def true_mi(config: RunConfig) -> dict[str, float]:
     """The true MIs of the final data level, in nats: ``pairwise`` I(x; y) (or I(x_a; x_b)),
-    ``one_vs_rest`` I(x_a; X_{\\a}) (views only, else NaN) and ``target``, the one the
-    objective estimates."""
+    ``one_vs_rest`` I(x_a; X_{\\a}) and ``factor`` I(x_a; c) = -(d/2) log(1 - rho), what a view
+    shares with the views' common factor (its M -> infinity limit; views only, else NaN), and
+    ``target``, the one the objective estimates."""
     from mibounds.gaussian import mi_from_rho, one_vs_rest_mi
 
     rho = config.rho_levels()[-1]
+    views = config.m is not None
     out = {
         "pairwise": mi_from_rho(rho, config.d),
-        "one_vs_rest": math.nan if config.m is None else one_vs_rest_mi(rho, config.d, config.m),
+        "one_vs_rest": one_vs_rest_mi(rho, config.d, config.m) if views else math.nan,
+        "factor": -0.5 * config.d * math.log1p(-rho) if views else math.nan,
     }
     out["target"] = out[objective_spec(config.objective).target]
     return out
@@ -141,6 +144,7 @@ def environment(device: torch.device | str) -> dict[str, Any]:
         "mibounds_version": mibounds.__version__,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "host": platform.node(),
         "git_commit": _git_commit(),
     }
@@ -306,6 +310,7 @@ def train(
         "log_k": math.log(config.k),
         "mi_pairwise": truth["pairwise"],
         "mi_one_vs_rest": truth["one_vs_rest"],
+        "mi_factor": truth["factor"],
         "true_mi": truth["target"],
         "setting_key": config.key(),
         "wall_time_s": wall,
@@ -328,6 +333,8 @@ def train(
                 "relative_mi": truth["target"] / mean if mean else math.nan,
                 "gap_one_vs_rest": truth["one_vs_rest"] - mean,
                 "relative_mi_one_vs_rest": truth["one_vs_rest"] / mean if mean else math.nan,
+                "gap_factor": truth["factor"] - mean,
+                "relative_mi_factor": truth["factor"] / mean if mean else math.nan,
                 "diverged_step": None if diverged_at[i] < 0 else diverged_at[i],
                 "curve_step": curve_steps,
                 "curve_estimate": curve_values[i],

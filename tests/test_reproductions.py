@@ -1,0 +1,119 @@
+"""The reproductions' report logic on frames whose answers are known by construction: the
+paper's Figure-2 sentence per reading and reference, the excess and its standard error, the
+overshoot map's cells, and the packaged grids."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mibounds.harness.analytic import all_view_overshoot
+from mibounds.reproductions import REPRODUCTIONS, grid_path, load_grid
+from mibounds.reproductions.polyview_gaussian import (
+    gap_changes,
+    overshoot_cells,
+    sentence_checks,
+    with_readings,
+)
+from mibounds.reproductions.report import bound_violations, excess_over
+
+
+def records(gaps: dict[tuple[str, str], tuple[float, float]], seeds: int = 4) -> pd.DataFrame:
+    """Runs at M = 2 and M = 8 whose gaps to both references are given per (objective,
+    negatives) as (gap at M = 2, gap at M = 8); seeds differ by +-0.01."""
+    rows = []
+    for (objective, negatives), (low, high) in gaps.items():
+        label = objective if negatives == "same_view" else f"{objective}(negatives={negatives})"
+        for m, gap in ((2, low), (8, high)):
+            for seed in range(seeds):
+                noise = 0.01 * (seed % 2 * 2 - 1)
+                rows.append(
+                    {
+                        "objective": objective,
+                        "objective_label": label,
+                        "objective_params": {"negatives": negatives},
+                        "k": 16,
+                        "rho": 0.9,
+                        "m": m,
+                        "seed": seed,
+                        "gap_one_vs_rest": gap + noise,
+                        "gap_factor": 2 * gap + noise,
+                    }
+                )
+    return with_readings(pd.DataFrame(rows))
+
+
+def test_the_sentence_holds_only_where_multicrop_alone_fails_to_shrink():
+    frame = records(
+        {
+            ("multicrop", "same_view"): (0.1, 0.3),  # grows
+            ("arithmetic", "same_view"): (0.1, 0.2),  # grows: the sentence fails here
+            ("multicrop", "all_views"): (0.1, 0.1),  # flat
+            ("arithmetic", "all_views"): (0.3, 0.1),  # shrinks: the sentence holds here
+            ("geometric", "all_views"): (0.3, 0.05),  # shrinks
+        }
+    )
+    checks = sentence_checks(frame).set_index(["reading", "reference"])["holds"]
+    assert checks[("all-view", "the one-vs-rest MI")] == True  # noqa: E712 (numpy bool)
+    assert checks[("same-view", "the one-vs-rest MI")] == False  # noqa: E712
+    changes = gap_changes(frame).set_index("objective_label")
+    assert changes.loc["arithmetic(negatives=all_views)", "trend"] == "shrinks"
+    assert changes.loc["multicrop(negatives=all_views)", "trend"] == "flat"
+    assert changes.loc["arithmetic", "change"] == pytest.approx(0.1)
+
+
+def test_the_sentence_is_undecided_without_multicrop():
+    frame = records({("arithmetic", "all_views"): (0.3, 0.1)})
+    assert sentence_checks(frame)["holds"].isna().all()
+
+
+def excess_frame(means: list[float], sd: float, truth: float, is_bound: bool) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "setting_key": "s",
+            "objective_label": "arithmetic",
+            "k": 4,
+            "m": 3,
+            "rho": 0.9,
+            "eval_batches": 100,
+            "estimate_mean": means,
+            "estimate_sd": sd,
+            "true_mi": truth,
+            "is_bound": is_bound,
+        }
+    )
+
+
+def test_excess_and_its_standard_error_over_seeds_and_batches():
+    frame = excess_frame([1.10, 1.14], sd=0.2, truth=1.0, is_bound=True)
+    (row,) = excess_over(frame).itertuples()
+    assert row.excess == pytest.approx(0.12)
+    assert row.se == pytest.approx(0.2 / math.sqrt(2 * 100))  # sd / sqrt(R E)
+    # 0.12 nats is 8.5 standard errors: a violated bound; estimates are never counted
+    assert len(bound_violations(frame)) == 1
+    assert bound_violations(frame.assign(is_bound=False)).empty
+    assert bound_violations(excess_frame([1.0, 1.01], 0.2, 1.0, True)).empty
+
+
+def test_overshoot_cells_star_what_exceeds_its_truth_beyond_three_standard_errors():
+    analytic = all_view_overshoot((2,), (2, 16), (0.95,), scores_per_cell=2**16, seed=1)
+    trained = excess_frame([1.6, 1.7], sd=0.1, truth=0.0, is_bound=False).assign(
+        mi_one_vs_rest=1.466, mi_factor=1.498, k=2, m=16, rho=0.95
+    )
+    cells = overshoot_cells(analytic, trained).set_index(["panel", "k", "m"])
+    # at K = 2 the optimal critic's all-view estimate is far below the MI at M = 2 and above it
+    # at M = 16 (docs/polyview.md): the sign of the cells is the finding
+    assert not cells.loc[("optimal critic vs the one-vs-rest MI", 2, 2), "over"]
+    assert cells.loc[("optimal critic vs the one-vs-rest MI", 2, 16), "excess"] > 0
+    trained_cell = cells.loc[("trained vs I(x_a; c)", 2, 16)]
+    assert trained_cell["excess"] == pytest.approx(1.65 - 1.498) and trained_cell["over"]
+
+
+def test_every_reproduction_ships_its_grid_and_unknown_names_are_refused():
+    for name in REPRODUCTIONS:
+        assert grid_path(name).is_file() and load_grid(name).name == name
+    assert load_grid("eqco-toy", "eqco-toy-paper").settings[0].steps == 5000
+    with pytest.raises(ValueError, match="no packaged grid 'nope'"):
+        grid_path("nope")
