@@ -7,7 +7,10 @@ free and safe under ``torch.vmap``); value checks (finiteness) run only when the
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,3 +91,146 @@ def check_correlation(rho: float, *, allow_negative: bool = True) -> float:
         interval = "(-1, 1)" if allow_negative else "[0, 1)"
         raise ValueError(f"rho must lie in {interval}, got {rho!r}")
     return float(rho)
+
+
+# ------------------------------------------------------- layouts of samples, views and pairs
+
+_MINIMUM = {"K": 2, "M": 2, "d": 1}
+
+
+def check_layout(t: Tensor, name: str, axes: tuple[str, ...]) -> None:
+    """Check that the trailing axes of ``t`` are ``axes`` (e.g. ``("K", "M", "d")``) with
+    K, M >= 2 and d >= 1. Sizes only, so it is free and safe under ``torch.vmap``."""
+    layout = f"(..., {', '.join(axes)})"
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    shape = tuple(t.shape)
+    if t.dim() < len(axes):
+        raise ValueError(f"{name} must have shape {layout}, got shape {shape}")
+    for axis, size in zip(axes, shape[-len(axes) :], strict=True):
+        if size < _MINIMUM[axis]:
+            raise ValueError(
+                f"{name} of shape {layout} needs {axis} >= {_MINIMUM[axis]}, "
+                f"got {axis} = {size} (shape {shape})"
+            )
+
+
+def check_pairs(x: Tensor, y: Tensor) -> None:
+    """A pairwise batch: ``x, y: (..., K, d)`` of one shape, K >= 2, d >= 1."""
+    check_layout(x, "x", ("K", "d"))
+    check_layout(y, "y", ("K", "d"))
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must have the same shape (..., K, d), got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+
+
+def check_samples_and_views(
+    t: Tensor,
+    name: str,
+    layout: str,
+    axes: tuple[int, int],
+    fits: Callable[[tuple[int, ...]], bool],
+    validate_args: bool,
+    min_samples: int = 2,
+) -> Tensor:
+    """Check a tensor of layout ``layout`` whose sample and view axes are ``axes`` (K >=
+    ``min_samples``, M >= 2; ``fits(shape)`` says whether the shape has the layout) and upcast
+    it."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    shape = tuple(t.shape)
+    if not fits(shape):
+        raise ValueError(f"{name} must have shape {layout}, got shape {shape}")
+    k, m = (shape[axis] for axis in axes)
+    if k < min_samples:
+        raise ValueError(f"{name} needs K >= {min_samples} samples, got K = {k} (shape {shape})")
+    if m < 2:
+        raise ValueError(f"{name} needs M >= 2 views, got M = {m} (shape {shape})")
+    if validate_args:
+        check_finite(t, name)
+    return compute_dtype(t)
+
+
+def check_poly_scores(S: Tensor, validate_args: bool, name: str = "S") -> Tensor:
+    """Check ``S: (..., K, M, K, M)`` with K, M >= 2 and upcast it to the compute dtype."""
+
+    def fits(shape: tuple[int, ...]) -> bool:
+        return len(shape) >= 4 and shape[-4] == shape[-2] and shape[-3] == shape[-1]
+
+    return check_samples_and_views(S, name, "(..., K, M, K, M)", (-4, -3), fits, validate_args)
+
+
+def check_views(z: Tensor, validate_args: bool, name: str = "z", min_samples: int = 2) -> Tensor:
+    """Check embeddings ``z: (..., K, M, D)`` with K >= ``min_samples``, M >= 2, D >= 1 and
+    upcast them."""
+
+    def fits(shape: tuple[int, ...]) -> bool:
+        return len(shape) >= 3 and shape[-1] >= 1
+
+    return check_samples_and_views(
+        z, name, "(..., K, M, D) with D >= 1", (-3, -2), fits, validate_args, min_samples
+    )
+
+
+def check_offset(offset: int, k: int, n: int) -> int:
+    """The K anchors' positives are candidates ``[offset, offset + K)`` of N."""
+    check_at_least(offset, 0, "offset")
+    if offset + k > n:
+        raise ValueError(
+            f"offset + K must be <= N: the positives of the K = {k} anchors are candidates "
+            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
+        )
+    return offset
+
+
+def check_candidates(
+    z: Tensor, candidates: Tensor | None, offset: int, validate_args: bool
+) -> tuple[Tensor, Tensor]:
+    """Check anchors ``z: (..., K, M, D)`` and candidates ``(..., N, M, D)`` (default ``z``)
+    whose rows ``[offset, offset + K)`` are the anchors' own samples; upcast both. With
+    candidates, one anchor (K = 1: one process's share) is enough; N >= 2 always."""
+    x = check_views(z, validate_args, min_samples=1 if candidates is not None else 2)
+    c = x if candidates is None else check_views(candidates, validate_args, "candidates")
+    m, d = x.shape[-2:]
+    if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):
+        raise ValueError(
+            f"candidates must have shape (..., N, M, D) = {(*x.shape[:-3], 'N', m, d)} to match "
+            f"z {tuple(x.shape)}, got {tuple(c.shape)}"
+        )
+    check_offset(offset, x.shape[-3], c.shape[-3])
+    return x, c
+
+
+def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
+
+
+# ------------------------------------------------------------------- named parameters
+
+
+def suggest(key: str, allowed: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``allowed`` to ``key``, or ``""``."""
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_params(
+    what: str, params: Mapping[str, Any], defaults: Mapping[str, Any], required: Sequence[str] = ()
+) -> None:
+    """``params`` may only name keys of ``defaults`` or ``required``, and must give ``required``."""
+    allowed = [*defaults, *required]
+    for key in params:
+        if key not in allowed:
+            accepted = f"one of {sorted(allowed)}" if allowed else "no parameters"
+            raise ValueError(
+                f"{what} got unknown parameter {key!r}{suggest(key, allowed)}; accepts {accepted}"
+            )
+    missing = [key for key in required if key not in params]
+    if missing:
+        raise ValueError(f"{what} needs parameter(s) {missing}, got {dict(params)}")

@@ -1,4 +1,6 @@
-"""``logsumexp`` and ``cross_entropy`` for the estimators: ``torch.logsumexp``'s values and
+"""Small numerics every module shares (a leaf: it imports only ``_checks``).
+
+``logsumexp`` and ``cross_entropy`` for the estimators: ``torch.logsumexp``'s values and
 gradients, cheaper on trained critics.
 
 On CPU, ``exp`` of an argument below float32's underflow point (about -87) leaves the vectorised
@@ -9,14 +11,21 @@ again in its backward's ``exp(x - lse)``. Here ``x - max`` (and ``x - lse``) is 
 ``eps^4`` relative to the row's largest term (which contributes 1), far below rounding, so the
 value is unchanged, and its gradient is off by less than ``eps^4``. The saved tensors are
 torch's (the input and the result), and higher derivatives work.
+
+Also: ``straight_through`` (report one value, back-propagate another's gradient),
+``standard_normal`` (seed-determined Gaussian draws) and ``between_all_views`` (a pairwise
+function between every two views of every two samples, the poly-view score layout).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from mibounds._checks import check_float_dtype
 
 
 def _floor(dtype: torch.dtype) -> float:
@@ -72,3 +81,36 @@ def cross_entropy(x: Tensor, target: Tensor) -> Tensor:
     subtracted term would cost an x-sized zero fill and an add in the backward)."""
     index = target.unsqueeze(-1).expand(*x.shape[:-1], 1)
     return _LogSumExp.apply(x, x.dim() - 1, index).squeeze(-1)
+
+
+def standard_normal(
+    shape: tuple[int, ...], generator: torch.Generator | None, device, dtype: torch.dtype
+) -> Tensor:
+    """Draw on the generator's device in float32 at least, so the numbers depend on the seed
+    only; then the caller moves them to ``device`` (default: where they were drawn)."""
+    work = torch.promote_types(check_float_dtype(dtype), torch.float32)
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=work)
+
+
+def between_all_views(pairwise: Callable[[Tensor, Tensor], Tensor], z: Tensor) -> Tensor:
+    """``(..., K, M, d) -> (..., K, M, K, M)``: a pairwise critic between every two views of
+    every two samples, as one ``(KM, MK)`` call on the flattened views.
+
+    The candidates go in view-major order, so the result is a view whose innermost axis in
+    memory is the candidate sample j: the axis every poly-view bound reduces over, which then
+    needs no transposing copy (``polyview._candidates_last``).
+    """
+    k, m = z.shape[-3], z.shape[-2]
+    anchors, candidates = z.flatten(-3, -2), z.transpose(-3, -2).flatten(-3, -2)
+    scores = pairwise(anchors, candidates)  # [..., (i, a), (b, j)]
+    return scores.unflatten(-1, (m, k)).transpose(-1, -2).unflatten(-3, (k, m))
+
+
+def straight_through(value: Tensor, gradient_surrogate: Tensor) -> Tensor:
+    """Report ``value`` while back-propagating the gradient of ``gradient_surrogate``.
+
+    Written as ``value + (g - g.detach())`` rather than ``g + (value - g).detach()``: the
+    forward result is then ``value`` to the last bit, whatever the scale of ``g``.
+    """
+    return value.detach() + (gradient_surrogate - gradient_surrogate.detach())

@@ -34,8 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mibounds._checks import check_positive
-from mibounds.polyview import _check_views
+from mibounds._checks import check_positive, check_views
 
 __all__ = ["MultiViewBarlowLoss", "multiview_barlow", "multiview_barlow_terms"]
 
@@ -62,7 +61,7 @@ def multiview_barlow_terms(
         ``(invariance, redundancy)``, each ``(...)``, dimensionless. Memory ``O(M D^2)``.
     """
     eps = check_positive(eps, "eps")
-    x = _check_views(z, validate_args)
+    x = check_views(z, validate_args)
     k, m = x.shape[-3], x.shape[-2]
     centred = x - x.mean(-3, keepdim=True)
     zhat = centred * centred.pow(2).mean(-3, keepdim=True).clamp_min(eps).rsqrt()

@@ -32,14 +32,16 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from mibounds._checks import check_at_least, check_choice, check_correlation, check_positive
-from mibounds.gaussian import (
-    _between_all_views,
-    _check_layout,
-    _check_pairs,
-    one_vs_rest_log_ratio,
-    pair_log_ratio,
+from mibounds._checks import (
+    check_at_least,
+    check_choice,
+    check_correlation,
+    check_layout,
+    check_pairs,
+    check_positive,
 )
+from mibounds._numerics import between_all_views
+from mibounds.gaussian import one_vs_rest_log_ratio, pair_log_ratio
 
 __all__ = [
     "CRITICS",
@@ -126,16 +128,16 @@ class Critic(nn.Module, abc.ABC):
         """Pairwise ``(..., K, K)`` scores of ``x, y: (..., K, d)``, or, without ``y``, the
         multi-view ``(..., K, M, K, M)`` scores of ``x: (..., K, M, d)``."""
         if y is None:
-            _check_layout(x, "x", ("K", "M", "d"))
+            check_layout(x, "x", ("K", "M", "d"))
         else:
-            _check_pairs(x, y)
+            check_pairs(x, y)
         if self.dim is not None and x.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__} was built for d = {self.dim}, got inputs of shape "
                 f"{tuple(x.shape)} (d = {x.shape[-1]})"
             )
         if y is None:
-            return _between_all_views(self.pairwise, x)
+            return between_all_views(self.pairwise, x)
         return self.pairwise(x, y)
 
 

@@ -22,12 +22,20 @@ import functools
 import math
 import numbers
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from mibounds._checks import check_at_least, check_correlation, compute_dtype
+from mibounds._checks import (
+    check_at_least,
+    check_correlation,
+    check_float_dtype,
+    check_layout,
+    check_pairs,
+    compute_dtype,
+)
+from mibounds._numerics import between_all_views, standard_normal
 
 __all__ = [
     "equicorrelated_cov",
@@ -45,47 +53,9 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------ checks
 
-_MINIMUM = {"K": 2, "M": 2, "d": 1}
-
-
-def _check_layout(t: Tensor, name: str, axes: tuple[str, ...]) -> None:
-    """Check that the trailing axes of ``t`` are ``axes`` (e.g. ``("K", "M", "d")``) with
-    K, M >= 2 and d >= 1. Sizes only, so it is free and safe under ``torch.vmap``."""
-    layout = f"(..., {', '.join(axes)})"
-    if not isinstance(t, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    shape = tuple(t.shape)
-    if t.dim() < len(axes):
-        raise ValueError(f"{name} must have shape {layout}, got shape {shape}")
-    for axis, size in zip(axes, shape[-len(axes) :], strict=True):
-        if size < _MINIMUM[axis]:
-            raise ValueError(
-                f"{name} of shape {layout} needs {axis} >= {_MINIMUM[axis]}, "
-                f"got {axis} = {size} (shape {shape})"
-            )
-
-
-def _check_pairs(x: Tensor, y: Tensor) -> None:
-    """A pairwise batch: ``x, y: (..., K, d)`` of one shape, K >= 2, d >= 1."""
-    _check_layout(x, "x", ("K", "d"))
-    _check_layout(y, "y", ("K", "d"))
-    if x.shape != y.shape:
-        raise ValueError(
-            f"x and y must have the same shape (..., K, d), got {tuple(x.shape)} and "
-            f"{tuple(y.shape)}"
-        )
-
 
 def _check_views_m(m: int) -> int:
     return check_at_least(m, 2, "m (views per sample)")
-
-
-def _check_dtype(dtype: torch.dtype) -> torch.dtype:
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    return dtype
 
 
 # ------------------------------------------------------------------------------- closed forms
@@ -212,7 +182,7 @@ def equicorrelated_cov(
     """
     m = _check_views_m(m)
     rho = check_correlation(rho, allow_negative=False)
-    eye = torch.eye(m, dtype=_check_dtype(dtype), device=device)
+    eye = torch.eye(m, dtype=check_float_dtype(dtype), device=device)
     return (1.0 - rho) * eye + rho
 
 
@@ -234,16 +204,6 @@ def staircase(
 
 
 # ----------------------------------------------------------------------------------- sampling
-
-
-def _standard_normal(
-    shape: tuple[int, ...], generator: torch.Generator | None, device, dtype: torch.dtype
-) -> Tensor:
-    """Draw on the generator's device in float32 at least, so the numbers depend on the seed
-    only; then the caller moves them to ``device`` (default: where they were drawn)."""
-    work = torch.promote_types(_check_dtype(dtype), torch.float32)
-    source = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=source, dtype=work)
 
 
 def sample_pairs(
@@ -271,7 +231,7 @@ def sample_pairs(
     k = check_at_least(k, 2, "k")
     d = check_at_least(d, 1, "d")
     rho = check_correlation(rho)
-    x, eps = _standard_normal((2, k, d), generator, device, dtype)
+    x, eps = standard_normal((2, k, d), generator, device, dtype)
     y = rho * x + math.sqrt((1.0 - rho) * (1.0 + rho)) * eps
     return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
@@ -302,7 +262,7 @@ def sample_views(
     m = _check_views_m(m)
     d = check_at_least(d, 1, "d")
     rho = check_correlation(rho, allow_negative=False)
-    noise = _standard_normal((k, m + 1, d), generator, device, dtype)
+    noise = standard_normal((k, m + 1, d), generator, device, dtype)
     common, own = noise[:, :1], noise[:, 1:]
     views = math.sqrt(rho) * common + math.sqrt(1.0 - rho) * own
     return views.to(device=device, dtype=dtype)
@@ -327,27 +287,13 @@ def pair_log_ratio(x: Tensor, y: Tensor, rho: float) -> Tensor:
     Returns:
         ``(..., K, K)`` with ``[..., i, j] = f*(x_i, y_j)``, in float32 at least.
     """
-    _check_pairs(x, y)
+    check_pairs(x, y)
     rho = check_correlation(rho)
     x, y = _common_dtype(x, y)
     residual = (1.0 - rho) * (1.0 + rho)
     squares = (x * x).sum(-1).unsqueeze(-1) + (y * y).sum(-1).unsqueeze(-2)
     quadratic = rho * (x @ y.mT) - 0.5 * rho**2 * squares
     return mi_from_rho(rho, x.shape[-1]) + quadratic / residual
-
-
-def _between_all_views(pairwise: Callable[[Tensor, Tensor], Tensor], z: Tensor) -> Tensor:
-    """``(..., K, M, d) -> (..., K, M, K, M)``: a pairwise critic between every two views of
-    every two samples, as one ``(KM, MK)`` call on the flattened views.
-
-    The candidates go in view-major order, so the result is a view whose innermost axis in
-    memory is the candidate sample j: the axis every poly-view bound reduces over, which then
-    needs no transposing copy (``polyview._candidates_last``).
-    """
-    k, m = z.shape[-3], z.shape[-2]
-    anchors, candidates = z.flatten(-3, -2), z.transpose(-3, -2).flatten(-3, -2)
-    scores = pairwise(anchors, candidates)  # [..., (i, a), (b, j)]
-    return scores.unflatten(-1, (m, k)).transpose(-1, -2).unflatten(-3, (k, m))
 
 
 def multiview_log_ratio(z: Tensor, rho: float) -> Tensor:
@@ -363,9 +309,9 @@ def multiview_log_ratio(z: Tensor, rho: float) -> Tensor:
     Returns:
         ``S: (..., K, M, K, M)``, in float32 at least.
     """
-    _check_layout(z, "z", ("K", "M", "d"))
+    check_layout(z, "z", ("K", "M", "d"))
     rho = check_correlation(rho, allow_negative=False)
-    return _between_all_views(functools.partial(pair_log_ratio, rho=rho), z)
+    return between_all_views(functools.partial(pair_log_ratio, rho=rho), z)
 
 
 def one_vs_rest_log_ratio(z: Tensor, rho: float) -> Tensor:
@@ -382,7 +328,7 @@ def one_vs_rest_log_ratio(z: Tensor, rho: float) -> Tensor:
     Returns:
         ``F: (..., M, K, K)``, in float32 at least.
     """
-    _check_layout(z, "z", ("K", "M", "d"))
+    check_layout(z, "z", ("K", "M", "d"))
     rho = check_correlation(rho, allow_negative=False)
     x = compute_dtype(z).movedim(-2, -3)  # (..., M, K, d): view a of sample i
     m = x.shape[-3]

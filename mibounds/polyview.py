@@ -40,10 +40,12 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from mibounds._checks import (
-    check_at_least,
+    check_candidates,
     check_choice,
     check_finite,
+    check_poly_scores,
     check_positive,
+    check_views,
     compute_dtype,
 )
 from mibounds._numerics import cross_entropy, logsumexp
@@ -80,83 +82,6 @@ PairCritic = Callable[[Tensor, Tensor], Tensor]
 
 
 # ------------------------------------------------------------------------------------ checks
-
-
-def _check_samples_and_views(
-    t: Tensor,
-    name: str,
-    layout: str,
-    axes: tuple[int, int],
-    fits: Callable[[tuple[int, ...]], bool],
-    validate_args: bool,
-    min_samples: int = 2,
-) -> Tensor:
-    """Check a tensor of layout ``layout`` whose sample and view axes are ``axes`` (K >=
-    ``min_samples``, M >= 2; ``fits(shape)`` says whether the shape has the layout) and upcast
-    it."""
-    if not isinstance(t, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    shape = tuple(t.shape)
-    if not fits(shape):
-        raise ValueError(f"{name} must have shape {layout}, got shape {shape}")
-    k, m = (shape[axis] for axis in axes)
-    if k < min_samples:
-        raise ValueError(f"{name} needs K >= {min_samples} samples, got K = {k} (shape {shape})")
-    if m < 2:
-        raise ValueError(f"{name} needs M >= 2 views, got M = {m} (shape {shape})")
-    if validate_args:
-        check_finite(t, name)
-    return compute_dtype(t)
-
-
-def _check_poly_scores(S: Tensor, validate_args: bool, name: str = "S") -> Tensor:
-    """Check ``S: (..., K, M, K, M)`` with K, M >= 2 and upcast it to the compute dtype."""
-
-    def fits(shape: tuple[int, ...]) -> bool:
-        return len(shape) >= 4 and shape[-4] == shape[-2] and shape[-3] == shape[-1]
-
-    return _check_samples_and_views(S, name, "(..., K, M, K, M)", (-4, -3), fits, validate_args)
-
-
-def _check_views(z: Tensor, validate_args: bool, name: str = "z", min_samples: int = 2) -> Tensor:
-    """Check embeddings ``z: (..., K, M, D)`` with K >= ``min_samples``, M >= 2, D >= 1 and
-    upcast them."""
-
-    def fits(shape: tuple[int, ...]) -> bool:
-        return len(shape) >= 3 and shape[-1] >= 1
-
-    return _check_samples_and_views(
-        z, name, "(..., K, M, D) with D >= 1", (-3, -2), fits, validate_args, min_samples
-    )
-
-
-def _check_offset(offset: int, k: int, n: int) -> int:
-    """The K anchors' positives are candidates ``[offset, offset + K)`` of N."""
-    check_at_least(offset, 0, "offset")
-    if offset + k > n:
-        raise ValueError(
-            f"offset + K must be <= N: the positives of the K = {k} anchors are candidates "
-            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
-        )
-    return offset
-
-
-def _check_candidates(
-    z: Tensor, candidates: Tensor | None, offset: int, validate_args: bool
-) -> tuple[Tensor, Tensor]:
-    """Check anchors ``z: (..., K, M, D)`` and candidates ``(..., N, M, D)`` (default ``z``)
-    whose rows ``[offset, offset + K)`` are the anchors' own samples; upcast both. With
-    candidates, one anchor (K = 1: one process's share) is enough; N >= 2 always."""
-    x = _check_views(z, validate_args, min_samples=1 if candidates is not None else 2)
-    c = x if candidates is None else _check_views(candidates, validate_args, "candidates")
-    m, d = x.shape[-2:]
-    if c.shape[:-3] != x.shape[:-3] or c.shape[-2:] != (m, d):
-        raise ValueError(
-            f"candidates must have shape (..., N, M, D) = {(*x.shape[:-3], 'N', m, d)} to match "
-            f"z {tuple(x.shape)}, got {tuple(c.shape)}"
-        )
-    _check_offset(offset, x.shape[-3], c.shape[-3])
-    return x, c
 
 
 def _check_estimate(value: Tensor, name: str, validate_args: bool) -> Tensor:
@@ -339,7 +264,7 @@ def multicrop(
         True
     """
     check_choice(negatives, ("all_views", "same_view"), "negatives")
-    s = _check_poly_scores(S, validate_args)
+    s = check_poly_scores(S, validate_args)
     if negatives == "all_views":
         if bound is not infonce:
             raise ValueError(
@@ -390,7 +315,7 @@ def contrastive_estimate(
     """
     check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
     check_choice(negatives, NEGATIVES, "negatives")
-    s = _check_poly_scores(S, validate_args)
+    s = check_poly_scores(S, validate_args)
     k, m = s.shape[-4], s.shape[-3]
     if negatives == "same_view":
         ce = _same_view_cross_entropy(s)  # the subtraction fused into the logsumexp
@@ -480,7 +405,7 @@ def set_scores(S: Tensor, aggregate: str = "arithmetic", *, validate_args: bool 
         ``F: (..., M, K, K)``.
     """
     check_choice(aggregate, AGGREGATES, "aggregate")
-    s = _check_poly_scores(S, validate_args)
+    s = check_poly_scores(S, validate_args)
     m = s.shape[-1]
     # one copy to (..., a, b, i, j): the reduction over b then runs over whole contiguous
     # (K, K) blocks instead of over runs of M, and F comes out contiguous
@@ -549,7 +474,7 @@ def sufficient_statistics(
     Returns:
         ``(...)``.
     """
-    x = _check_views(z, validate_args)
+    x = check_views(z, validate_args)
     m = x.shape[-2]
     rest = (x.sum(-2, keepdim=True) - x) / (m - 1)
     if normalize:
@@ -624,7 +549,7 @@ def polyview_loss(
     tau = check_positive(temperature, "temperature")
     check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
     check_choice(negatives, NEGATIVES, "negatives")
-    x, c = _check_candidates(z, candidates, offset, validate_args)
+    x, c = check_candidates(z, candidates, offset, validate_args)
     k = x.shape[-3]
     c = nnf.normalize(c, dim=-1)
     # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores

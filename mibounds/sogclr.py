@@ -39,10 +39,14 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from mibounds._checks import check_at_least, check_positive, check_scores
-from mibounds._numerics import logsumexp
-from mibounds.bounds import _straight_through
-from mibounds.polyview import _check_candidates, _check_offset
+from mibounds._checks import (
+    check_at_least,
+    check_candidates,
+    check_offset,
+    check_positive,
+    check_scores,
+)
+from mibounds._numerics import logsumexp, straight_through
 
 __all__ = ["GlobalContrastive", "SogCLRLoss", "global_contrastive", "sogclr_loss"]
 
@@ -116,7 +120,7 @@ def _global_step(
     # w <= n_negatives / gamma for gamma > 0 (u_new >= gamma g), so exp cannot overflow there
     weights = (s.detach() - log_u_new.unsqueeze(-1)).exp().masked_fill(~negative, 0.0)
     surrogate = positive - (weights * s).sum(-1) / n_negatives
-    return _straight_through(value, surrogate), log_u_new
+    return straight_through(value, surrogate), log_u_new
 
 
 # ------------------------------------------------------------------------------------ functions
@@ -175,7 +179,7 @@ def global_contrastive(
     gamma = _check_gamma(gamma)
     s = check_scores(scores, square=False, validate_args=validate_args)
     k, n = s.shape[-2:]
-    _check_offset(offset, k, n)
+    check_offset(offset, k, n)
     log_u = _check_state(log_u, visited, tuple(s.shape[:-1]), s)
     own = torch.arange(n, device=s.device) == offset + torch.arange(k, device=s.device)[:, None]
     positive = s.narrow(-1, offset, k).diagonal(dim1=-2, dim2=-1)
@@ -227,7 +231,7 @@ def sogclr_loss(
     """
     gamma = _check_gamma(gamma)
     tau = check_positive(temperature, "temperature")
-    x, c = _check_candidates(z, candidates, offset, validate_args)
+    x, c = check_candidates(z, candidates, offset, validate_args)
     k, m = x.shape[-3:-1]
     n = c.shape[-3]
     log_u = _check_state(log_u, visited, tuple(x.shape[:-2]), x)

@@ -29,10 +29,9 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
-from mibounds._checks import check_at_least, check_correlation, check_positive
+from mibounds._checks import check_at_least, check_correlation, check_float_dtype, check_positive
+from mibounds._numerics import standard_normal
 from mibounds.gaussian import (
-    _check_dtype,
-    _standard_normal,
     equicorrelated_cov,
     gaussian_mi,
     mi_from_rho,
@@ -141,7 +140,7 @@ class Task:
             raise ValueError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
             )
-        return self.draw(n, generator, device, _check_dtype(dtype))
+        return self.draw(n, generator, device, check_float_dtype(dtype))
 
 
 TASKS: dict[str, Task] = {}
@@ -165,7 +164,7 @@ def register(task: Task) -> Task:
 
 def _normals(n: int, width: int, generator, device, dtype: torch.dtype) -> Tensor:
     """``(n, width)`` i.i.d. N(0, 1) on the generator's device, in float32 at least."""
-    return _standard_normal((n, width), generator, device, dtype)
+    return standard_normal((n, width), generator, device, dtype)
 
 
 def _split(xy: Tensor, dim_x: int, device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

@@ -34,7 +34,6 @@ appear twice run once (with the union of their seeds). A grid table may set its 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -44,7 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mibounds._checks import check_at_least, check_correlation, check_positive
+from mibounds._checks import (
+    check_at_least,
+    check_correlation,
+    check_positive,
+    suggest,
+)
 
 try:
     import tomllib
@@ -55,7 +59,6 @@ __all__ = [
     "Params",
     "RunConfig",
     "Sweep",
-    "check_params",
     "load_sweep",
     "parse_shard",
     "sweep_from_dict",
@@ -79,22 +82,6 @@ def freeze_params(params: Mapping[str, Any] | Params | None, what: str) -> Param
     return tuple(sorted(items.items()))
 
 
-def check_params(
-    what: str, params: Mapping[str, Any], defaults: Mapping[str, Any], required: Sequence[str] = ()
-) -> None:
-    """``params`` may only name keys of ``defaults`` or ``required``, and must give ``required``."""
-    allowed = [*defaults, *required]
-    for key in params:
-        if key not in allowed:
-            accepted = f"one of {sorted(allowed)}" if allowed else "no parameters"
-            raise ValueError(
-                f"{what} got unknown parameter {key!r}{_suggest(key, allowed)}; accepts {accepted}"
-            )
-    missing = [key for key in required if key not in params]
-    if missing:
-        raise ValueError(f"{what} needs parameter(s) {missing}, got {dict(params)}")
-
-
 def params_label(name: str, params: Params) -> str:
     """``name(k=v, ...)``, or just ``name`` without parameters."""
     if not params:
@@ -103,16 +90,11 @@ def params_label(name: str, params: Params) -> str:
     return f"{name}({', '.join(shown)})"
 
 
-def _suggest(key: str, allowed: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_keys(given: Iterable[str], allowed: Sequence[str], where: str) -> None:
     for key in given:
         if key not in allowed:
             raise ValueError(
-                f"unknown key {key!r} in {where}{_suggest(key, allowed)}; "
+                f"unknown key {key!r} in {where}{suggest(key, allowed)}; "
                 f"expected one of {sorted(allowed)}"
             )
 
@@ -191,7 +173,7 @@ class RunConfig:
             set_(self, name, freeze_params(getattr(self, name), name.split("_")[0]))
         if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
             raise ValueError(
-                f"unknown objective {self.objective!r}{_suggest(str(self.objective), OBJECTIVES)}; "
+                f"unknown objective {self.objective!r}{suggest(str(self.objective), OBJECTIVES)}; "
                 f"expected one of {sorted(OBJECTIVES)}"
             )
         spec = objective_spec(self.objective)
@@ -206,7 +188,7 @@ class RunConfig:
         critic_class(self.critic, dict(self.critic_params))
         if self.source not in SOURCES:
             raise ValueError(
-                f"unknown data source {self.source!r}{_suggest(str(self.source), SOURCES)}; "
+                f"unknown data source {self.source!r}{suggest(str(self.source), SOURCES)}; "
                 f"expected one of {sorted(SOURCES)}"
             )
         source = SOURCES[self.source]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from mibounds._checks import check_at_least
-from mibounds.harness.config import check_params
+from mibounds._checks import check_at_least, check_params
+from mibounds.harness.interface import Batch, DataSource
 
 if TYPE_CHECKING:
     from mibounds.harness.config import RunConfig
@@ -43,44 +43,6 @@ __all__ = [
     "register_source",
     "seed_generator",
 ]
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One step's data for R seeds (held-out batches: ``n`` batches per seed, axis 1).
-
-    Attributes:
-        x: pairs: ``(R, K, d)`` the first variable; views: ``(R, K, M, d)``.
-        y: pairs: ``(R, K, d)`` the second variable (``y_i`` is ``x_i``'s positive);
-            None for views.
-        indices: ``(R, K)`` dataset indices of the rows, for finite sources; None when streaming.
-
-    Held-out batches (``DataSource.eval_batches(n)``) carry an extra axis after the seed axis
-    on every field, ``x: (R, n, K, ...)``, ``indices: (R, n, K)``; the trainer splits them
-    along it.
-    """
-
-    x: Tensor
-    y: Tensor | None = None
-    indices: Tensor | None = None
-
-
-class DataSource(Protocol):
-    """What the trainer draws from: built as ``build(config, seeds, device)``.
-
-    A finite source (registered with ``finite=True``) also has ``n_items`` (its dataset size n)
-    and ``dataset_batches()``, and fills ``Batch.indices`` of its training batches.
-    """
-
-    def train_batch(self, step: int) -> Batch:
-        """The batch of training step ``step`` (0-based), for every seed."""
-        ...
-
-    def eval_batches(self, n: int, k: int | None = None) -> Batch:
-        """``n`` held-out batches per seed, shapes ``(R, n, K, ...)``, from a stream disjoint
-        from training's; with ``k``, batches of k rows for a readout, from a stream of their
-        own (the trainer passes ``k`` only when a readout asks for one)."""
-        ...
 
 
 def derive_seed(seed: int, purpose: str) -> int:

@@ -19,14 +19,14 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mibounds import bounds, polyview
-from mibounds.harness.config import _suggest, check_params
-from mibounds.harness.data import Batch
+from mibounds._checks import check_params, suggest
+from mibounds.harness.interface import Batch, BatchedCritic, Objective
 from mibounds.sogclr import GlobalContrastive
 
 __all__ = [
@@ -38,17 +38,6 @@ __all__ = [
     "objective_spec",
     "register_objective",
 ]
-
-BatchedCritic = Callable[..., Tensor]
-
-
-class Objective(Protocol):
-    """``objective(critic, batch, *, validate_args) -> (R, ...)`` estimate in nats."""
-
-    def __call__(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
-        """The estimate in nats, ``(R, ...)``; training maximises its sum over seeds."""
-        ...
-
 
 ObjectiveBuilder = Callable[..., Objective]
 """``build(params, n_seeds)``, or ``build(params, n_seeds, n_items)`` for a per-item objective."""
@@ -120,7 +109,7 @@ def objective_spec(name: str) -> ObjectiveSpec:
     """``OBJECTIVES[name]``, or a ValueError that lists the known names."""
     if name not in OBJECTIVES:
         raise ValueError(
-            f"unknown objective {name!r}{_suggest(name, OBJECTIVES)}; "
+            f"unknown objective {name!r}{suggest(name, OBJECTIVES)}; "
             f"expected one of {sorted(OBJECTIVES)}"
         )
     return OBJECTIVES[name]
@@ -399,7 +388,7 @@ def critic_class(name: str, params: Mapping[str, Any]) -> type[nn.Module]:
 
     if name not in CRITICS:
         raise ValueError(
-            f"unknown critic {name!r}{_suggest(str(name), CRITICS)}; "
+            f"unknown critic {name!r}{suggest(str(name), CRITICS)}; "
             f"expected one of {sorted(CRITICS)}"
         )
     cls = CRITICS[name]
