@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from mibounds.harness.results import curves
+from mibounds.records import curves
 
 __all__ = [
     "AXIS_LABELS",

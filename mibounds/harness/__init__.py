@@ -22,7 +22,7 @@ from mibounds.harness.data import (
     register_source,
 )
 from mibounds.harness.objectives import OBJECTIVES, ObjectiveSpec, register_objective
-from mibounds.harness.results import CorruptRecordWarning, append_records, curves, load_results
+from mibounds.harness.results import CorruptRecordWarning, append_records, load_results
 from mibounds.harness.sweep import run_sweep
 from mibounds.harness.trainer import StackedCritic, train, true_mi
 
@@ -39,7 +39,6 @@ __all__ = [
     "StackedCritic",
     "Sweep",
     "append_records",
-    "curves",
     "load_results",
     "load_sweep",
     "parse_shard",

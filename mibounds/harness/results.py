@@ -23,7 +23,6 @@ __all__ = [
     "CorruptRecordWarning",
     "append_records",
     "check_grid",
-    "curves",
     "load_results",
     "read_records",
     "repair_tail",
@@ -166,7 +165,8 @@ def load_results(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """Read results files (or directories of ``*.jsonl``) into one DataFrame, a row per run.
 
     A run that appears more than once (the same ``run_key``, e.g. two copies of one shard) is
-    kept once, with a warning. The curve columns hold lists; ``curves(df)`` makes them long.
+    kept once, with a warning. The curve columns hold lists; ``mibounds.records.curves(df)``
+    makes them long.
     """
     records = [r for p in _paths(paths) for r in read_records(p)]
     frame = pd.DataFrame.from_records(records)
@@ -180,16 +180,3 @@ def load_results(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         )
         frame = frame[~duplicated].reset_index(drop=True)
     return frame
-
-
-def curves(frame: pd.DataFrame) -> pd.DataFrame:
-    """Training curves in long form: a row per (run, curve point) with ``step``, ``estimate``
-    (the mean over the block of steps ending at ``step``), ``loss = -estimate`` and every scalar
-    column of ``frame``."""
-    scalar = [c for c in frame.columns if c not in ("curve_step", "curve_estimate")]
-    long = frame.explode(["curve_step", "curve_estimate"], ignore_index=True)
-    long = long.rename(columns={"curve_step": "step", "curve_estimate": "estimate"})
-    long["step"] = long["step"].astype(int)
-    long["estimate"] = long["estimate"].astype(float)
-    long["loss"] = -long["estimate"]
-    return long[[*scalar, "step", "estimate", "loss"]]

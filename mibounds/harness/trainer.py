@@ -13,15 +13,9 @@ alone, up to float rounding.
 from __future__ import annotations
 
 import copy
-import functools
 import math
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,13 +23,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 from tqdm import tqdm
 
-import mibounds
 from mibounds import bounds
 from mibounds.harness.config import RunConfig
 from mibounds.harness.data import SOURCES, Batch, derive_seed
 from mibounds.harness.objectives import PairwiseObjective, build_critic, objective_spec
+from mibounds.provenance import provenance
+from mibounds.records import SCHEMA_VERSION, check_record
 
-__all__ = ["StackedCritic", "adam", "environment", "train", "true_mi"]
+__all__ = ["StackedCritic", "adam", "train", "true_mi"]
 
 
 class StackedCritic:
@@ -115,39 +110,6 @@ def true_mi(config: RunConfig) -> dict[str, float]:
     }
     out["target"] = out[objective_spec(config.objective).target]
     return out
-
-
-@functools.cache
-def _git_commit() -> str:
-    """The checkout's commit, with ``+uncommitted`` if the package or experiments differ from it
-    (new files included: ``git describe --dirty`` would miss those)."""
-    root = Path(mibounds.__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        changed = git("status", "--porcelain", "--", "mibounds", "experiments")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("+uncommitted" if changed else "")
-
-
-def environment(device: torch.device | str) -> dict[str, Any]:
-    """Where a run ran: versions, device, threads, host and the git commit of the code."""
-    return {
-        "torch_version": torch.__version__,
-        "mibounds_version": mibounds.__version__,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "host": platform.node(),
-        "git_commit": _git_commit(),
-    }
 
 
 # memory guard for held-out evaluation: score entries per evaluated piece
@@ -298,6 +260,8 @@ def train(
     }
     diverged_at = diverged.cpu().tolist()
     shared = {
+        "schema_version": SCHEMA_VERSION,
+        "trainer": "gaussian",
         **(extra or {}),
         **config.to_dict(),
         "objective_label": config.objective_label,
@@ -315,9 +279,7 @@ def train(
         "setting_key": config.key(),
         "wall_time_s": wall,
         "batched_seeds": r,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "pid": os.getpid(),
-        **environment(device),
+        **provenance(device),
     }
     records = []
     for i, seed in enumerate(seeds):
@@ -341,4 +303,5 @@ def train(
                 **{name: values[i] for name, values in readout_values.items()},
             }
         )
+        check_record(records[-1])
     return records

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mibounds.harness.results import curves
+from mibounds.records import curves
 from mibounds.reproductions.report import (
     Context,
     markdown_table,
