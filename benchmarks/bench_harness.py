@@ -18,7 +18,7 @@ import torch
 
 from mibounds.harness import RunConfig, train
 from mibounds.harness.data import GaussianStream
-from mibounds.harness.objectives import objective_spec
+from mibounds.harness.objectives import build_objective, harness_entry
 from mibounds.harness.trainer import adam, init_critic
 
 from timing import take_turns
@@ -48,8 +48,8 @@ SETTINGS = {
 def plain_loop(config: RunConfig, seeds: list[int], device: str) -> list[float]:
     """Each seed alone: its own module, Adam and data stream; returns the held-out estimates."""
     estimates = []
-    spec = objective_spec(config.objective)
-    objective = spec.build(spec.params(dict(config.objective_params)), 1)
+    spec = harness_entry(config.objective)
+    objective = build_objective(spec, spec.check_params(dict(config.objective_params)), 1)
 
     def critic_of(module):
         # the objective expects a leading seed axis of size 1

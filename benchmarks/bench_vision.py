@@ -25,7 +25,7 @@ import time
 import torch
 
 from mibounds.vision.encoders import Encoder
-from mibounds.vision.objectives import ObjectiveContext, build_objective
+from mibounds.vision.objectives import LossContext, build_objective
 from mibounds.vision.training import compute_loss
 
 
@@ -49,7 +49,7 @@ def bench(name: str, k: int, m: int, steps: int, device: torch.device) -> dict[s
     torch.manual_seed(0)
     model = Encoder("resnet18", in_channels=3, image_size=32, proj_hidden=2048, proj_dim=128)
     model = model.to(device).train()
-    objective = build_objective(name, ObjectiveContext(0.2, m, k)).to(device)
+    objective = build_objective(name, LossContext(0.2, m, k)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     views = torch.randn(k, m, 3, 32, 32, device=device)
     indices = torch.arange(k, device=device)
@@ -91,7 +91,7 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument(
-        "--objectives", default="simclr,multicrop,geometric,arithmetic,sufficient-statistics"
+        "--objectives", default="simclr,multicrop,geometric,arithmetic,sufficient_statistics"
     )
     args = parser.parse_args()
     device = torch.device(args.device)

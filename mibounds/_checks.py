@@ -234,3 +234,49 @@ def check_params(
     missing = [key for key in required if key not in params]
     if missing:
         raise ValueError(f"{what} needs parameter(s) {missing}, got {dict(params)}")
+
+
+# -------------------------------------------------------------------------------- devices
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(device: Any) -> str:
+    """A device string as the command lines take it: ``auto`` (CUDA if available, else the CPU)
+    or one torch understands (``cpu``, ``cuda``, ``cuda:N``, ``mps``); availability is checked
+    by ``resolve_device``."""
+    if isinstance(device, str) and device == "auto":
+        return device
+    try:
+        if not isinstance(device, str):
+            raise TypeError
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"must be one of {DEVICES}, got {device!r}") from None
+    return device
+
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device ``device`` names, refusing one this machine does not have; ``cuda``
+    is ``cuda:local_rank`` (one GPU per process under ``torchrun``)."""
+    try:
+        check_device(device)
+    except ValueError as err:
+        raise ValueError(f"--device {err}") from None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    found = torch.device(device)
+    if found.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        index = local_rank if found.index is None else found.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        return torch.device("cuda", index)
+    if found.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine")
+    if found.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be one of {DEVICES}, got {device!r}")
+    return found

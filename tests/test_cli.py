@@ -95,17 +95,17 @@ def test_bad_input_fails_before_training_with_one_clear_line(tmp_path):
 
 
 def test_help_explains_every_option():
-    from mibounds.harness import commands
+    from mibounds.cli import harness
 
     parser = argparse.ArgumentParser(prog="mibounds")
-    commands.register(parser.add_subparsers(dest="command"))
-    for name in ("sweep", "reproduce", "plot"):
+    harness.register(parser.add_subparsers(dest="command"))
+    for name in ("sweep", "reproduce", "plot", "analytic"):
         with pytest.raises(SystemExit):
             parser.parse_args([name, "--help"])
     for sub in parser._subparsers._group_actions[0].choices.values():
         for action in sub._actions:
             assert action.help, f"{sub.prog} {action.dest} has no help"
     args = parser.parse_args(["reproduce", "polyview-gaussian", "--quick", "--jobs", "2"])
-    assert (args.name, args.quick, args.jobs, args.threads) == ("polyview-gaussian", True, 2, 1)
+    assert (args.name, args.quick, args.jobs, args.device) == ("polyview-gaussian", True, 2, "auto")
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "no-such-paper"])

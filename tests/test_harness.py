@@ -11,14 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from mibounds import bounds
+from mibounds.catalogue import CATALOGUE, Entry, register
 from mibounds.harness import (
-    OBJECTIVES,
     SOURCES,
-    Batch,
-    ObjectiveSpec,
     RunConfig,
     load_sweep,
-    register_objective,
     register_source,
     sweep_from_dict,
     train,
@@ -58,7 +55,14 @@ def tiny(**overrides) -> RunConfig:
         ({"objective": "infonce", "rho": 1.0}, "rho must lie in [0, 1)"),
         ({"objective": "infonce", "rho": -0.2}, "rho must lie in [0, 1)"),
         ({"objective": "infonce", "mi": 2.0}, "exactly one of rho"),
-        ({"objective": "eqco"}, "needs parameter(s) ['alpha']"),
+        ({"objective": "eqco"}, "'eqco' needs parameter 'alpha'"),
+        ({"objective": "eqco", "objective_params": {"alpha": 0}}, "alpha must be a number in (0"),
+        ({"objective": "eqco", "objective_params": {"alpha": True}}, "alpha must be a number"),
+        ({"objective": "interpolated", "objective_params": {"alpha": 0}}, "alpha must be a number"),
+        ({"objective": "smile", "objective_params": {"clip": -1}}, "clip must be a number in (0"),
+        ({"objective": "mine", "objective_params": {"momentum": 1}}, "momentum must be a number"),
+        ({"objective": "infonce", "critic_params": {"similarity": "l2"}}, "similarity must be one"),
+        ({"objective": "infonce", "critic_params": {"temperature": 0}}, "temperature must be"),
         ({"objective": "smile", "objective_params": {"clipp": 3}}, "unknown parameter 'clipp'"),
         ({"objective": "infonce", "critic_params": {"width": 3}}, "critic 'separable' got unknown"),
         ({"objective": "infonce", "k": 1}, "k must be an integer >= 2"),
@@ -291,20 +295,19 @@ def test_divergence_is_recorded_per_seed_not_fatal():
 
         calls = 0
 
-        def __call__(self, critic, batch, *, validate_args):
-            value = bounds.infonce(critic(batch.x, batch.y), validate_args=validate_args)
+        def __call__(self, scores, *, validate_args):
+            value = bounds.infonce(scores, validate_args=validate_args)
             Explodes.calls += 1
             if Explodes.calls > 3:
                 seed_axis = torch.tensor([0.0, -math.inf]).view(2, *[1] * (value.dim() - 1))
                 value = value + seed_axis
             return value
 
-    spec = ObjectiveSpec("test-explodes", "pairs", "pairwise", lambda p, n: Explodes(), {})
-    register_objective(spec)
+    register(Entry("test-explodes", "t", "scores", "pairwise", Explodes(), "global_batch"))
     try:
         records = train(tiny(objective="test-explodes"), [0, 1])
     finally:
-        OBJECTIVES.pop("test-explodes")
+        CATALOGUE.pop("test-explodes")
     assert records[0]["diverged_step"] is None and math.isfinite(records[0]["estimate_mean"])
     assert records[1]["diverged_step"] == 3
 
@@ -313,35 +316,40 @@ def test_divergence_is_recorded_per_seed_not_fatal():
 
 
 class CountsVisits(nn.Module):
-    """InfoNCE that keeps per-seed, per-item state keyed by ``batch.indices``."""
+    """InfoNCE that keeps per-seed, per-item state keyed by the batch's dataset indices."""
 
-    def __init__(self, n: int, n_seeds: int) -> None:
+    def __init__(self, n: int, batch_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.register_buffer("visits", torch.zeros(n_seeds, n, dtype=torch.long))
+        self.register_buffer("visits", torch.zeros(*batch_shape, n, dtype=torch.long))
 
-    def forward(self, critic, batch: Batch, *, validate_args: bool) -> Tensor:
+    def forward(self, scores: Tensor, indices: Tensor, *, validate_args: bool) -> Tensor:
         if self.training:
-            self.visits.scatter_add_(1, batch.indices, torch.ones_like(batch.indices))
-        return bounds.infonce(critic(batch.x, batch.y), validate_args=validate_args)
+            self.visits.scatter_add_(1, indices, torch.ones_like(indices))
+        return bounds.infonce(scores, validate_args=validate_args)
 
 
-def test_finite_source_and_stateful_objective_plug_in():
+def test_finite_source_and_stateful_catalogue_entry_plug_in():
     made: list[CountsVisits] = []
 
-    def build(params, n_seeds):
-        made.append(CountsVisits(32, n_seeds))
+    def state(params, batch_shape, n_items):
+        made.append(CountsVisits(n_items, batch_shape))
         return made[-1]
 
-    register_source("test-finite", GaussianDataset, {"n": 32})  # a third-party name
-    register_objective(ObjectiveSpec("test-visits", "pairs", "pairwise", build, {}))
+    register_source("test-finite", GaussianDataset, {"n": 32}, finite=True)  # a third-party name
+    visits = Entry(
+        "test-visits", "t", "scores", "pairwise", None, "global_batch", state=state, per_item=True
+    )
+    register(visits)
     try:
         config = tiny(objective="test-visits", source="test-finite", source_params={"n": 32})
         records = train(config, [0, 1])
         with pytest.raises(ValueError, match="got unknown parameter 'size'"):
             tiny(objective="test-visits", source="test-finite", source_params={"size": 3})
+        with pytest.raises(ValueError, match="needs a finite dataset source"):
+            tiny(objective="test-visits")
     finally:
         SOURCES.pop("test-finite")
-        OBJECTIVES.pop("test-visits")
+        CATALOGUE.pop("test-visits")
     # 12 steps of K = 8 over n = 32 items: three epochs, every item visited 3 times per seed
     assert torch.equal(made[0].visits, torch.full((2, 32), 3))
     assert all(math.isfinite(r["estimate_mean"]) for r in records)

@@ -9,20 +9,14 @@ import math
 import pytest
 import torch
 
-from mibounds.harness import (
-    OBJECTIVES,
-    SOURCES,
-    ObjectiveSpec,
-    RunConfig,
-    register_objective,
-    sweep_from_dict,
-    train,
-)
-from mibounds.harness.objectives import SogCLRObjective
+from mibounds.catalogue import CATALOGUE, Entry, entry, register
+from mibounds.harness import SOURCES, RunConfig, sweep_from_dict, train
+from mibounds.harness.objectives import build_objective
 from mibounds.harness.results import load_results
 from mibounds.reproductions import reproduce
 from mibounds.reproductions.report import bound_violations
 from mibounds.reproductions.sogclr_gaussian import sogclr_findings, sogclr_quantities
+from mibounds.sogclr import GlobalContrastive
 
 # one torch thread: many tiny steps (conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -132,53 +126,55 @@ def test_dataset_batches_hold_every_item_in_index_order():
 def test_u_moves_only_for_the_indices_seen():
     config = finite(n=16, objective="sogclr")
     source = build(config)
-    objective = OBJECTIVES["sogclr"].build({"gamma": 0.9}, 2, source.n_items)
+    objective = build_objective(entry("sogclr"), {"gamma": 0.9}, 2, source.n_items)
     batch = source.train_batch(0)
-    before = objective.partitions.log_u.clone()
+    before = objective.state.log_u.clone()
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(2, 4, 4, generator=g)
     objective(lambda x, y: scores, batch, validate_args=True)  # a stand-in critic
     seen = torch.zeros(2, 16, dtype=torch.bool).scatter_(1, batch.indices, True)
-    after = objective.partitions.log_u
-    assert torch.equal(objective.partitions.visited, seen)
+    after = objective.state.log_u
+    assert torch.equal(objective.state.visited, seen)
     assert torch.equal(after[~seen], before[~seen])
     assert bool((after[seen] != before[seen]).all())
     assert not torch.equal(batch.indices[0], batch.indices[1])  # each seed its own items
 
 
-class Recorded(SogCLRObjective):
-    """SogCLR that keeps the state as it was after its last training step."""
+class Recorded(GlobalContrastive):
+    """SogCLR's state that keeps itself as it was after its last training step."""
 
-    def forward(self, critic, batch, *, validate_args):
-        out = super().forward(critic, batch, validate_args=validate_args)
+    def forward(self, scores, indices, *, validate_args):
+        out = super().forward(scores, indices, validate_args=validate_args)
         if self.training:
-            self.after_training = self.partitions.log_u.clone()
+            self.after_training = self.log_u.clone()
         return out
 
 
 def test_training_visits_the_batches_items_and_evaluation_moves_no_u():
     made: list[Recorded] = []
 
-    def build_recorded(params, n_seeds, n_items):
-        made.append(Recorded(n_items, 0.9, n_seeds))
+    def state(params, batch_shape, n_items):
+        made.append(Recorded(n_items, 0.9, batch_shape=batch_shape))
         return made[-1]
 
-    spec = ObjectiveSpec(
-        "test-sogclr",
-        "pairs",
-        "pairwise",
-        build_recorded,
-        {},
-        is_bound=lambda k, params: False,
-        per_item=True,
+    register(
+        Entry(
+            "test-sogclr",
+            "t",
+            "scores",
+            "pairwise",
+            None,
+            "gathered_negatives",
+            state=state,
+            per_item=True,
+        )
     )
-    register_objective(spec)
     try:
         config = finite(n=16, objective="test-sogclr", steps=2, curve_every=1)
         (record, _) = train(config, [0, 1])
     finally:
-        OBJECTIVES.pop("test-sogclr")
-    state = made[-1].partitions
+        CATALOGUE.pop("test-sogclr")
+    state = made[-1]
     # two of the four batches of epoch 0: exactly those 8 items per seed were visited
     first = build(config).order(0)[:, :8]
     assert torch.equal(state.visited, torch.zeros(2, 16, dtype=torch.bool).scatter_(1, first, True))
@@ -192,7 +188,7 @@ def test_global_estimate_is_the_dataset_mean_of_positive_minus_log_u():
     """After training, the record's estimate is mean_i [s_ii - log u_i] over all n items."""
     config = finite(n=8, objective="sogclr", steps=6, eval_infonce_k=(8,))
     source = build(config, (0,))
-    objective = OBJECTIVES["sogclr"].build({"gamma": 0.5}, 1, source.n_items)
+    objective = build_objective(entry("sogclr"), {"gamma": 0.5}, 1, source.n_items)
     weight = torch.randn(1, 2, 2, generator=torch.Generator().manual_seed(1))
 
     def critic(x, y):  # a fixed bilinear critic, seed-stacked
@@ -205,7 +201,7 @@ def test_global_estimate_is_the_dataset_mean_of_positive_minus_log_u():
     estimate = objective(critic, everything, validate_args=True)  # (1, n / K)
     x, y = source.data
     positive = (x[0] @ weight[0] * y[0]).sum(-1)
-    expected = (positive - objective.partitions.log_u[0]).mean()
+    expected = (positive - objective.state.log_u[0]).mean()
     torch.testing.assert_close(estimate.mean(), expected, rtol=0, atol=1e-5)
 
 

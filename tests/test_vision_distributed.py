@@ -23,7 +23,6 @@ cross-process terms) is off by tens of percent.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from pathlib import Path
 
@@ -35,21 +34,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mibounds.vision.distributed import all_gather_with_grad
 from mibounds.vision.encoders import Encoder
-from mibounds.vision.objectives import ObjectiveContext, build_objective
+from mibounds.vision.objectives import LossContext, build_objective
 from mibounds.vision.training import TrainConfig, compute_loss, load_checkpoint, train
 
 # one torch thread: many tiny steps (conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 K, M, WORLD = 8, 3, 2
-OBJECTIVES = (
-    "arithmetic",
-    "multicrop",
-    "sufficient-statistics",
-    "mine",
-    "sogclr",
-    "barlow-multiview",
-)
+# name -> (catalogue name, parameters): every way an objective crosses processes
+OBJECTIVES = {
+    "arithmetic": ("arithmetic", {}),  # gathered negatives, same-view candidates
+    "arithmetic-all-views": ("arithmetic", {"negatives": "all_views"}),
+    "multicrop-nt-xent": ("multicrop", {"negatives": "all_views"}),  # view-pair candidates
+    "multicrop-nwj": ("multicrop", {"bound": "nwj"}),  # the global batch's scores
+    "sufficient_statistics": ("sufficient_statistics", {"normalize": True}),
+    "mine": ("mine", {}),
+    "sogclr": ("sogclr", {}),
+    "barlow_multiview": ("barlow_multiview", {}),  # a statistic of the global batch
+}
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +69,8 @@ def _model() -> Encoder:
 
 
 def _run(model: torch.nn.Module, name: str, gather, views, indices, warm_views):
-    objective = build_objective(name, ObjectiveContext(0.2, M, 200, gather))
+    entry, params = OBJECTIVES[name]
+    objective = build_objective(entry, LossContext(0.2, M, 200, gather), **params)
     with torch.no_grad():
         compute_loss(model, objective, warm_views, indices)
     loss = compute_loss(model, objective, views, indices)
@@ -104,7 +107,7 @@ def _worker(rank: int, port: int, path: str) -> None:
     results["record"] = train(config)
     results["state"] = load_checkpoint(config.out) if rank == 0 else None
     # SogCLR in the trainer: each process's sampler share carries its own dataset indices
-    sogclr = dataclasses.replace(config, objective="sogclr", out=str(Path(path).parent / "sogclr"))
+    sogclr = config.replace(objective="sogclr", out=str(Path(path).parent / "sogclr"))
     train(sogclr)
     results["sogclr_trainer"] = load_checkpoint(sogclr.out)["objective"] if rank == 0 else None
     torch.save(results, f"{path}.{rank}")
@@ -158,7 +161,7 @@ def test_trainer_under_two_processes(two_processes) -> None:
     assert first["metrics"][0]["loss"] == second["metrics"][0]["loss"]
     assert first["metrics"][0]["images"] == 16
     state = two_processes[0]["state"]
-    assert int(state["objective"]["loss.bound.steps"]) == 2
+    assert int(state["objective"]["loss.state.steps"]) == 2
     # SogCLR: 2 global steps over the 16 items, half of each step's items in each process: every
     # item's u reached process 0's state
     assert two_processes[0]["sogclr_trainer"]["visited"].all()

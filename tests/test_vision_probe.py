@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mibounds.vision import commands
+from mibounds.cli import vision as commands
 from mibounds.vision.datasets import ImageSet, load_dataset
 from mibounds.vision.encoders import Encoder, backbone, projector
 from mibounds.vision.probe import evaluate, knn_accuracy, linear_probe
@@ -118,12 +118,12 @@ def _parser() -> argparse.ArgumentParser:
 def test_commands_train_then_probe(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     argv = ["vision", "train", "--image-size", "8", "--subset", "16", "-K", "8", "-M", "3",
-            "--objective", "smile", "--clip", "2", "--epochs", "1", "--proj-hidden", "16",
+            "--objective", "smile", "--param", "clip=2", "--epochs", "1", "--proj-hidden", "16",
             "--proj-dim", "8", "--workers", "0", "--threads", "1", "--no-progress",
             "--probe-epochs", "2", "--knn-k", "5", "--out", str(out)]  # fmt: skip
     args = _parser().parse_args(argv)
     config = commands.config_from_args(args)
-    assert config.params == {"clip": 2.0} and config.views == 3 and config.batch_size == 8
+    assert config.objective_params == {"clip": 2.0} and config.views == 3 and config.batch_size == 8
     assert args.func(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == 1 and 0 <= summary["probe"]["knn_top1"] <= 1
@@ -138,8 +138,7 @@ def test_commands_do_not_import_torchvision_when_registering() -> None:
     import sys
 
     code = (
-        "import argparse, sys; from mibounds.vision import commands; "
-        "commands.register(argparse.ArgumentParser().add_subparsers()); "
+        "import sys; from mibounds.cli import build_parser; build_parser(); "
         "print('torchvision' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -151,7 +150,7 @@ def test_train_config_rejects_bad_values() -> None:
         TrainConfig(optimizer="lamb")
     with pytest.raises(ValueError, match="warmup_epochs"):
         TrainConfig(epochs=2, warmup_epochs=3)
-    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+    with pytest.raises(ValueError, match=r"unknown key 'epoch' in TrainConfig \(did you mean"):
         TrainConfig.from_dict({"epoch": 3})
     train_set, _, _ = load_dataset("digits", image_size=8)
     with pytest.raises(ValueError, match="subset of 5000"):

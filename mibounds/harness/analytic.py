@@ -11,7 +11,6 @@ estimator's own bias and spread.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -153,26 +152,3 @@ def all_view_overshoot(
                         }
                     )
     return pd.DataFrame(rows)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "analytic",
-        help="every estimator at the analytic optimal critic on the d = 20 staircase (no training)",
-        description=__doc__,
-    )
-    p.add_argument("-k", type=int, default=128, help="batch size K (default 128)")
-    p.add_argument("--batches", type=int, default=20, help="batches per MI level (default 20)")
-    p.add_argument("--alpha", type=float, default=512.0, help="EqCo's alpha (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    table = analytic_table(k=args.k, batches=args.batches, eqco_alpha=args.alpha, seed=args.seed)
-    print(
-        f"Estimators at the optimal critic log p(y|x)/p(y), d = 20 Gaussian pairs, K = {args.k}, "
-        f"{args.batches} batches per level (nats, mean ± sd). log K = {math.log(args.k):.2f}."
-    )
-    print(format_table(table))
-    return 0

@@ -116,8 +116,8 @@ class RunConfig:
     the poly-view objectives.
 
     Attributes:
-        objective: a name in ``mibounds.harness.objectives.OBJECTIVES``; its keyword parameters
-            (e.g. EqCo's ``alpha``) in ``objective_params``.
+        objective: a name in the catalogue (``mibounds.catalogue.CATALOGUE``); its keyword
+            parameters (e.g. EqCo's ``alpha``) in ``objective_params``.
         critic: a name in ``mibounds.critics.CRITICS``, built as
             ``CRITICS[critic](d, **critic_params)``.
         k: samples per batch K. d: data dimension. m: views per sample, or None for pairs.
@@ -155,7 +155,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         from mibounds.harness.data import SOURCES
-        from mibounds.harness.objectives import OBJECTIVES, critic_class, objective_spec
+        from mibounds.harness.objectives import check_critic, data_kind, harness_entry
 
         set_ = object.__setattr__  # frozen: normalise the fields once, here
         for name in ("k", "d", "steps", "eval_batches", "curve_every"):
@@ -171,21 +171,21 @@ class RunConfig:
         self._check_data(set_)
         for name in ("objective_params", "critic_params", "source_params"):
             set_(self, name, freeze_params(getattr(self, name), name.split("_")[0]))
-        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
-            raise ValueError(
-                f"unknown objective {self.objective!r}{suggest(str(self.objective), OBJECTIVES)}; "
-                f"expected one of {sorted(OBJECTIVES)}"
-            )
-        spec = objective_spec(self.objective)
+        spec = harness_entry(self.objective)
         spec.check_params(dict(self.objective_params))
-        if spec.data == "pairs" and self.m is not None:
+        data = data_kind(spec)
+        if data == "pairs" and self.m is not None:
             raise ValueError(
                 f"objective {self.objective!r} is pairwise: it takes pairs (x, y), not M views; "
                 f"got m = {self.m} (leave m unset)"
             )
-        if spec.data == "views" and self.m is None:
-            raise ValueError(f"objective {self.objective!r} needs M >= 2 views per sample; set m")
-        critic_class(self.critic, dict(self.critic_params))
+        if data == "views":
+            if self.m is None:
+                raise ValueError(
+                    f"objective {self.objective!r} needs M >= 2 views per sample; set m"
+                )
+            spec.check_views(self.m)
+        check_critic(self.critic, dict(self.critic_params), self.d)
         if self.source not in SOURCES:
             raise ValueError(
                 f"unknown data source {self.source!r}{suggest(str(self.source), SOURCES)}; "
@@ -201,7 +201,7 @@ class RunConfig:
                 f"{self.source!r} does not have; use source = one of {finite} with "
                 f"source_params n (e.g. source = {{name = 'gaussian_finite', n = 4096}})"
             )
-        self._check_eval_k(set_, spec.data)
+        self._check_eval_k(set_, data)
 
     def _check_eval_k(self, set_: Any, data: str) -> None:
         sizes = self.eval_infonce_k

@@ -24,9 +24,16 @@ from torch.func import functional_call, stack_module_state
 from tqdm import tqdm
 
 from mibounds import bounds
+from mibounds._checks import resolve_device
 from mibounds.harness.config import RunConfig
 from mibounds.harness.data import SOURCES, Batch, derive_seed
-from mibounds.harness.objectives import PairwiseObjective, build_critic, objective_spec
+from mibounds.harness.objectives import (
+    PairwiseObjective,
+    build_critic,
+    build_objective,
+    data_kind,
+    harness_entry,
+)
 from mibounds.provenance import provenance
 from mibounds.records import SCHEMA_VERSION, check_record
 
@@ -108,7 +115,7 @@ def true_mi(config: RunConfig) -> dict[str, float]:
         "one_vs_rest": one_vs_rest_mi(rho, config.d, config.m) if views else math.nan,
         "factor": -0.5 * config.d * math.log1p(-rho) if views else math.nan,
     }
-    out["target"] = out[objective_spec(config.objective).target]
+    out["target"] = out[harness_entry(config.objective).estimates]
     return out
 
 
@@ -176,7 +183,7 @@ def train(
     rather than stopping the other seeds.
     Evaluation: the final critic, frozen, with the objective in ``eval()`` mode (state read, not
     moved), on ``config.eval_batches`` held-out batches; for a per-item objective
-    (``ObjectiveSpec.per_item``, e.g. SogCLR) instead on one pass over the training set, the
+    (``Entry.per_item``, e.g. SogCLR) instead on one pass over the training set, the
     items its state belongs to. Readouts: the critic's InfoNCE bound on ``config.eval_batches``
     held-out batches of each size in ``config.eval_infonce_k`` (and of K for a per-item
     objective), each size from its own held-out stream.
@@ -195,13 +202,13 @@ def train(
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct ints, got {list(seeds)}")
-    device = torch.device(device)
+    device = resolve_device(str(device))
     r = len(seeds)
     started = time.perf_counter()
-    spec = objective_spec(config.objective)
-    params = spec.params(dict(config.objective_params))
+    spec = harness_entry(config.objective)
+    params = spec.check_params(dict(config.objective_params))
     source = SOURCES[config.source].build(config, seeds, device)
-    objective = spec.build(params, r, source.n_items) if spec.per_item else spec.build(params, r)
+    objective = build_objective(spec, params, r, getattr(source, "n_items", 0))
     if isinstance(objective, nn.Module):
         objective.to(device).train()
     critic = StackedCritic([init_critic(config, s) for s in seeds], device)
@@ -266,9 +273,9 @@ def train(
         **config.to_dict(),
         "objective_label": config.objective_label,
         "critic_label": config.critic_label,
-        "data": spec.data,
-        "target": spec.target,
-        "is_bound": bool(spec.is_bound(config.k, params)),
+        "data": data_kind(spec),
+        "target": spec.estimates,
+        "is_bound": spec.is_bound(config.k, params),
         "estimate_on": "training set" if spec.per_item else "held-out",
         "rho_final": config.rho_levels()[-1],
         "log_k": math.log(config.k),

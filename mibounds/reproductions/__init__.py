@@ -25,7 +25,7 @@ from mibounds.harness.config import Sweep, load_sweep
 from mibounds.harness.sweep import run_sweep
 from mibounds.reproductions.report import Context
 
-__all__ = ["REPRODUCTIONS", "Reproduction", "grid_path", "load_grid", "reproduce"]
+__all__ = ["REPRODUCTIONS", "Reproduction", "grid_path", "load_grid", "outputs", "reproduce"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,18 @@ def _config_path(name: str, config: str | Path | None) -> Path:
     return path if path.suffix or path.exists() else grid_path(str(config))
 
 
+def outputs(sweep: Sweep, out: str | Path | None, *, quick: bool) -> tuple[Path, Path, Path]:
+    """``(results file, figures directory, tables directory)`` of a reproduction's run: all in
+    ``out`` (default ``runs/<sweep name>-quick`` with ``quick``); otherwise the results in
+    ``runs/<sweep name>/`` and the outputs in ``figures/`` and ``paper_tables/`` (relative to
+    the working directory)."""
+    if out is None and quick:
+        out = Path("runs") / f"{sweep.name}-quick"
+    if out is None:
+        return Path("runs") / sweep.name / "results.jsonl", Path("figures"), Path("paper_tables")
+    return Path(out) / "results.jsonl", Path(out), Path(out)
+
+
 def _check_name(name: str) -> Reproduction:
     if name not in REPRODUCTIONS:
         raise ValueError(f"unknown reproduction {name!r}; expected one of {sorted(REPRODUCTIONS)}")
@@ -124,17 +136,7 @@ def reproduce(
     entry = _check_name(name)
     config_path = _config_path(name, config)
     sweep = load_sweep(config_path, quick=quick)
-    if out is None and quick:
-        out = Path("runs") / f"{sweep.name}-quick"
-    if out is None:
-        results, figures, tables = (
-            Path("runs") / sweep.name / "results.jsonl",
-            Path("figures"),
-            Path("paper_tables"),
-        )
-    else:
-        figures = tables = Path(out)
-        results = Path(out) / "results.jsonl"
+    results, figures, tables = outputs(sweep, out, quick=quick)
     started = time.perf_counter()
     frame = run_sweep(sweep, results, device=device, progress=progress, jobs=jobs, threads=threads)
     ctx = Context(

@@ -3,7 +3,7 @@
 
 Modules (one idea each): ``encoders`` (ResNet backbones, the SimCLR projector), ``views``
 (multi-view augmentation), ``datasets`` (digits, CIFAR-10, ImageFolder; local files only),
-``objectives`` (the registry of training losses), ``distributed`` (process groups, a
+``objectives`` (the training losses, built from the catalogue), ``distributed`` (process groups, a
 differentiable all-gather), ``training`` (the training loop, checkpoints, run records), ``probe``
 (linear and kNN probes on frozen features) and ``commands`` (``mibounds vision ...``).
 
@@ -20,10 +20,8 @@ _EXPORTS = {
     "ViewConfig": "views",
     "MultiView": "views",
     "load_dataset": "datasets",
-    "OBJECTIVES": "objectives",
     "build_objective": "objectives",
-    "register_objective": "objectives",
-    "TrainConfig": "training",
+    "TrainConfig": "config",
     "train": "training",
     "probe_run": "training",
     "evaluate": "probe",
@@ -38,4 +36,4 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'mibounds.vision' has no attribute {name!r}")
     module = importlib.import_module(f"mibounds.vision.{_EXPORTS[name]}")
-    return getattr(module, "register" if name == "register_objective" else name)
+    return getattr(module, name)

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mibounds._checks import resolve_device
+
 Gather = Callable[[Tensor], tuple[Tensor, int]]
 
 __all__ = [
@@ -29,7 +31,6 @@ __all__ = [
     "all_gather_with_grad",
     "gather_hook",
     "init_distributed",
-    "resolve_device",
     "shutdown",
 ]
 
@@ -52,18 +53,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
-    return torch.device("cpu")
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 from torch import Tensor, nn
-from torchvision.models import resnet
 
 from mibounds._checks import check_at_least, check_choice
 
@@ -27,12 +26,13 @@ __all__ = [
     "projector",
 ]
 
-#: name -> (block, layers); "tiny" is ResNet(BasicBlock, [1, 1, 1, 1]), sized for CPU runs
-ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {
-    "tiny": (resnet.BasicBlock, [1, 1, 1, 1]),
-    "resnet18": (resnet.BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (resnet.BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (resnet.Bottleneck, [3, 4, 6, 3]),
+#: name -> (torchvision block, layers); "tiny" is ResNet(BasicBlock, [1, 1, 1, 1]), sized for
+#: CPU runs (names, so that listing them does not import torchvision)
+ARCHS: dict[str, tuple[str, list[int]]] = {
+    "tiny": ("BasicBlock", [1, 1, 1, 1]),
+    "resnet18": ("BasicBlock", [2, 2, 2, 2]),
+    "resnet34": ("BasicBlock", [3, 4, 6, 3]),
+    "resnet50": ("Bottleneck", [3, 4, 6, 3]),
 }
 STEMS = ("auto", "cifar", "imagenet")
 _STRIDE = {"cifar": 8, "imagenet": 32}  # total downsampling of the backbone before pooling
@@ -72,8 +72,10 @@ def backbone(
             f"image_size {image_size} is too small for the {stem} stem: its stride-2 stages "
             f"downsample by {_STRIDE[stem]}, so images need a side >= {_STRIDE[stem]}"
         )
+    from torchvision.models import resnet
+
     block, layers = ARCHS[arch]
-    net = resnet.ResNet(block, layers)
+    net = resnet.ResNet(getattr(resnet, block), layers)
     if stem == "cifar":
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()

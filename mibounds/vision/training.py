@@ -1,4 +1,4 @@
-"""Self-supervised training of an image encoder with any objective in ``objectives.OBJECTIVES``.
+"""Self-supervised training of an image encoder with any objective of the catalogue.
 
 One step: a batch of K images with M augmented views, ``(K, M, C, H, W)``, goes through the
 encoder in one forward pass to embeddings ``z: (K, M, D)``, and the objective's loss on ``z``
@@ -20,13 +20,11 @@ i.e. M / 2; and the probe's accuracies), both rewritten after every epoch.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +35,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from mibounds._checks import check_at_least, check_choice, check_positive
+from mibounds._checks import resolve_device
+from mibounds.vision.config import TrainConfig
 from mibounds.vision.datasets import DatasetInfo, ImageSet, load_dataset
-from mibounds.vision.distributed import (
-    DistEnv,
-    gather_hook,
-    init_distributed,
-    resolve_device,
-    shutdown,
-)
+from mibounds.vision.distributed import DistEnv, gather_hook, init_distributed, shutdown
 from mibounds.vision.encoders import Encoder, min_image_size
-from mibounds.vision.objectives import (
-    OBJECTIVES,
-    ObjectiveContext,
-    build_objective,
-    check_objective,
-)
+from mibounds.vision.objectives import LossContext, build_objective
 from mibounds.vision.probe import evaluate
-from mibounds.vision.views import MultiView, ViewConfig, check_crop, eval_transform, view_transform
+from mibounds.vision.views import MultiView, check_crop, eval_transform, view_transform
 
 __all__ = [
     "EpochBatches",
-    "TrainConfig",
     "build_data",
     "build_encoder",
     "compute_loss",
@@ -68,104 +55,12 @@ __all__ = [
     "train",
 ]
 
-OPTIMIZERS = ("sgd", "adamw")
 CHECKPOINT, RECORD = "checkpoint.pt", "record.json"
 # fields that change how a run is executed or evaluated, not what it computes: a run may be
 # resumed with other values of these
 _EXECUTION_FIELDS = frozenset(
     {"workers", "device", "out", "progress", "probe", "probe_epochs", "knn_k", "knn_temperature"}
 )
-
-
-def _default_workers() -> int:
-    # one core stays with the training step; augmentation is a few percent of its cost on a CPU
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (``mibounds vision train --help`` explains each).
-
-    ``batch_size`` is K, the global number of images per step; ``views`` is M. ``lr`` is used as
-    given (no batch-size scaling); weight decay skips biases and BatchNorm parameters.
-    """
-
-    # data and views
-    dataset: str = "digits"
-    data_root: str | None = None
-    image_size: int = 16
-    subset: int | None = None
-    views: int = 2
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    jitter: float = 0.5
-    grayscale_p: float = 0.2
-    flip_p: float = 0.5
-    blur: bool | None = None
-    # model
-    arch: str = "tiny"
-    stem: str = "auto"
-    proj_hidden: int = 512
-    proj_dim: int = 128
-    sync_bn: bool = False
-    # objective
-    objective: str = "simclr"
-    temperature: float = 0.2
-    params: dict[str, float] = field(default_factory=dict)
-    # optimisation
-    batch_size: int = 128
-    epochs: int = 10
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    amp: bool = True
-    seed: int = 0
-    # execution and evaluation
-    workers: int = field(default_factory=_default_workers)
-    device: str = "auto"
-    out: str = "runs/vision/run"
-    progress: bool = True
-    probe: bool = True
-    probe_epochs: int = 100
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.crop_scale = tuple(self.crop_scale)  # JSON gives lists
-        check_choice(self.objective, tuple(OBJECTIVES), "objective")
-        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
-        check_at_least(self.views, 1, "views (M)")
-        check_objective(self.objective, self.views, self.temperature, self.params)
-        check_at_least(self.batch_size, 2, "batch_size (K)")
-        check_at_least(self.epochs, 1, "epochs")
-        check_at_least(self.workers, 0, "workers")
-        check_positive(self.lr, "lr")
-        check_positive(self.temperature, "temperature")
-        if self.subset is not None:
-            check_at_least(self.subset, 2, "subset")
-        if not (0 <= self.warmup_epochs <= self.epochs):
-            raise ValueError(
-                f"warmup_epochs must lie in [0, epochs = {self.epochs}], got {self.warmup_epochs}"
-            )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}")
-        return cls(**values)
-
-    def view_config(self) -> ViewConfig:
-        return ViewConfig(
-            image_size=self.image_size,
-            crop_scale=self.crop_scale,
-            jitter=self.jitter,
-            grayscale_p=self.grayscale_p,
-            flip_p=self.flip_p,
-            blur=self.blur,
-        )
 
 
 # --------------------------------------------------------------------------------- building
@@ -304,9 +199,9 @@ def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, run_dir: Path) -> None:
-    current = asdict(config)
+    current = config.to_dict()
     saved = {**current, **{k: v for k, v in saved.items() if k in current}}
-    saved["crop_scale"] = tuple(saved["crop_scale"])
+    saved["crop_scale"] = list(saved["crop_scale"])
     differ = sorted(k for k in current if k not in _EXECUTION_FIELDS and saved.get(k) != current[k])
     if differ:
         changes = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differ)
@@ -346,8 +241,10 @@ class _Run:
             if env.distributed
             else model
         )
-        ctx = ObjectiveContext(config.temperature, config.views, n, gather_hook(env))
-        self.objective = build_objective(config.objective, ctx, **config.params).to(env.device)
+        ctx = LossContext(config.temperature, config.views, n, gather_hook(env))
+        self.objective = build_objective(config.objective, ctx, **config.objective_params).to(
+            env.device
+        )
         self.optimizer = _optimizer(config, self.model)
         steps = len(self.sampler)
         self.total_steps = config.epochs * steps
@@ -384,7 +281,7 @@ class _Run:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         state = {
-            "config": asdict(self.config),
+            "config": self.config.to_dict(),
             "epoch": self.epoch,
             "model": _unwrap(self.model).state_dict(),
             "objective": self.objective.state_dict(),
@@ -403,7 +300,7 @@ class _Run:
         views = sum(m["views"] for m in self.metrics)
         images = sum(m["images"] for m in self.metrics)
         return {
-            "config": asdict(self.config),
+            "config": self.config.to_dict(),
             "world_size": self.env.world_size,
             "dataset_size": len(self.train_views),
             "steps_per_epoch": len(self.sampler),

@@ -1,4 +1,4 @@
-"""Tests of mibounds._command: bad input and Ctrl-C become one stderr line and an exit code."""
+"""Tests of mibounds.cli.errors: bad input and Ctrl-C become one stderr line and an exit code."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from mibounds._command import one_line_errors
+from mibounds.cli.errors import one_line_errors
 
 ARGS = argparse.Namespace(command="sweep")
 

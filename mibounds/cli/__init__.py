@@ -1,4 +1,10 @@
-"""The ``mibounds`` command line: each area registers its own subcommands.
+"""The ``mibounds`` command line: one module per area registers its subcommands.
+
+- ``harness``: ``sweep``, ``reproduce``, ``plot``, ``analytic``;
+- ``vision``: ``vision train``, ``vision probe``;
+- ``options``: what every subcommand shares (``--device``, ``--threads``, ``--jobs``, ``--out``,
+  ``--no-progress``, ``--debug``) and options generated from config dataclasses;
+- ``errors``: bad input and Ctrl-C as one line on stderr.
 
 ``python -m mibounds`` with no arguments runs ``mibounds analytic``, the training-free check
 of every estimator against the true MI on Poole's staircase.
@@ -9,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mibounds.harness import analytic
-from mibounds.harness import commands as harness_commands
-from mibounds.vision import commands as vision_commands
+from mibounds.cli import harness, vision
+
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,9 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate and maximise variational lower bounds on mutual information.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    analytic.register(sub)
-    harness_commands.register(sub)
-    vision_commands.register(sub)
+    harness.register(sub)
+    vision.register(sub)
     return parser
 
 

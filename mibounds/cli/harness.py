@@ -1,16 +1,23 @@
-"""``mibounds sweep``, ``mibounds reproduce`` and ``mibounds plot``: the harness's subcommands.
+"""``mibounds sweep``, ``reproduce``, ``plot`` and ``analytic``: the Gaussian harness's commands.
 
-The help lists the registered objectives, critics and reproductions (so it cannot drift from
-them); matplotlib and seaborn are imported only by the commands that plot.
+The help lists the catalogue's objectives, the critics and the reproductions (so it cannot
+drift from them); matplotlib and seaborn are imported only by the commands that plot.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import textwrap
 from pathlib import Path
 
-from mibounds._command import one_line_errors
+from mibounds.cli.errors import one_line_errors
+from mibounds.cli.options import (
+    add_common,
+    apply_common,
+    catalogue_params_help,
+    check_writable,
+)
 
 __all__ = ["register"]
 
@@ -29,7 +36,7 @@ CONFIG is a TOML file:
   critic = {name = "separable", hidden_dim = 64}
   steps = 500
   [grid]                              # every combination is a setting ([[grid]]: a union)
-  objective = ["multicrop", "arithmetic", {name = "eqco", alpha = 512}]
+  objective = ["multicrop", "arithmetic", {name = "arithmetic", negatives = "all_views"}]
   m = [2, 4, 8]                       # views per sample (poly-view objectives only)
   [quick]                             # optional overrides for --quick
   seeds = 2
@@ -37,7 +44,8 @@ CONFIG is a TOML file:
 
 Keys of [run] and [grid]: objective, critic, k, d, m, rho, mi, mi_levels, steps, lr,
 eval_batches, curve_every, objective_params, critic_params, source, source_params,
-eval_infonce_k (batch sizes at which every trained critic's InfoNCE is also read, held out).
+eval_infonce_k (batch sizes at which every trained critic's InfoNCE is also read, held out),
+tag (a label a report selects settings by). A [[grid]] table may set its own seeds.
 A finite dataset: source = {name = "gaussian_finite", n = 4096} (n pairs drawn once, shuffled
 epochs, n a multiple of K); per-item objectives (sogclr) need one.
 NAMES
@@ -51,58 +59,35 @@ _SHARD_HELP = (
     "the directory to `mibounds plot`"
 )
 
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--device", default="cpu", help="torch device to train on, e.g. cpu or cuda (default cpu)"
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train N settings at once in N worker processes; results are written by this "
-        "process only (default 1)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        metavar="N",
-        help="torch threads per process (default 1: the per-step tensors here are small, and "
-        "one thread per process avoids contention on shared machines; use --jobs for more cores)",
-    )
-    p.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bars (default: shown)"
-    )
+_RESUMABLE = one_line_errors(
+    lambda args: args.command,
+    "Every finished run is saved; run the same command again to resume.",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sweep``, ``reproduce`` and ``plot`` to the ``mibounds`` command line."""
+    """Add ``sweep``, ``reproduce``, ``plot`` and ``analytic`` to the ``mibounds`` command."""
+    from mibounds.catalogue import CATALOGUE
     from mibounds.critics import CRITICS
     from mibounds.harness.data import SOURCES
-    from mibounds.harness.objectives import OBJECTIVES
     from mibounds.reproductions import REPRODUCTIONS
 
     fmt = argparse.RawDescriptionHelpFormatter
+    trainable = [n for n, e in CATALOGUE.items() if e.takes != "embeddings"]
     catalogue = (
-        f"Objectives for pairs: {' '.join(n for n, o in OBJECTIVES.items() if o.data == 'pairs')}. "
-        f"For M views: {' '.join(n for n, o in OBJECTIVES.items() if o.data == 'views')}. "
-        f"Critics: {' '.join(CRITICS)}. Data sources: {' '.join(SOURCES)}."
+        "Objectives (the catalogue, mibounds.catalogue; parameters as a table, e.g. "
+        '{name = "eqco", alpha = 512}):\n'
+        + catalogue_params_help(trainable)
+        + "\n"
+        + textwrap.fill(f"Critics: {' '.join(CRITICS)}. Data sources: {' '.join(SOURCES)}.", 92)
     )
     p = subparsers.add_parser(
         "sweep",
         help="run a grid of trainings from a TOML config",
-        description=_SWEEP_HELP.replace("NAMES", textwrap.fill(catalogue, width=92)),
+        description=_SWEEP_HELP.replace("NAMES", catalogue),
         formatter_class=fmt,
     )
     p.add_argument("config", type=Path, metavar="CONFIG", help="the sweep's TOML file")
-    p.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="directory of the results file (default runs/<name>, or runs/<name>-quick)",
-    )
     p.add_argument(
         "--results",
         type=Path,
@@ -115,41 +100,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="list the settings and pending runs; train nothing"
     )
-    _common(p)
+    add_common(
+        p,
+        out="directory of the results file (default runs/<name>, or runs/<name>-quick)",
+        jobs="train N settings at once",
+    )
     p.set_defaults(func=_RESUMABLE(_sweep))
 
     listing = "\n".join(f"  {n:<18} {r.summary}" for n, r in REPRODUCTIONS.items())
     p = subparsers.add_parser(
         "reproduce",
-        help="regenerate a paper's Gaussian figure or table",
+        help="regenerate a paper's figure or table",
         formatter_class=fmt,
-        description="Run one of the papers' Gaussian experiments (its grid in "
-        "shipped with the package) and write its\nfigures and markdown table, with the command and "
-        "run time inside. Full runs write figures/ and\npaper_tables/ (results in runs/NAME/, "
-        "resumable); --quick runs a small real version into\nruns/NAME-quick/.\n\nNAME is one "
-        f"of:\n{listing}\n",
+        description="Run one of the papers' experiments (its grid ships with the package) and "
+        "write its figures and\nmarkdown table, with the command and run time inside. Full runs "
+        "write figures/ and paper_tables/\n(results in runs/NAME/, resumable); --quick runs a "
+        "small real version into runs/NAME-quick/.\n\nNAME is one of:\n"
+        f"{listing}\n",
     )
     p.add_argument("name", choices=list(REPRODUCTIONS), metavar="NAME", help="which reproduction")
     p.add_argument(
         "--quick",
         action="store_true",
-        help="fewer seeds and steps (the config's [quick] table); minutes on a laptop CPU",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="write results, figures and table to DIR (default: runs/NAME-quick with --quick; "
-        "otherwise figures/ and paper_tables/)",
+        help="fewer seeds and steps (the grid's [quick] table); minutes on a laptop CPU",
     )
     p.add_argument(
         "--config",
-        type=Path,
         metavar="PATH",
         help="another grid to report on: a TOML path, or a packaged grid's name such as "
         "eqco-toy-paper (default: the reproduction's own)",
     )
-    _common(p)
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs it would train; train nothing"
+    )
+    add_common(
+        p,
+        out="write results, figures and table to DIR (default: runs/NAME-quick with --quick; "
+        "otherwise figures/ and paper_tables/)",
+        jobs="train N settings at once",
+    )
     p.set_defaults(func=_RESUMABLE(_reproduce))
 
     p = subparsers.add_parser(
@@ -172,48 +161,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="figure path; the suffix sets the format (default: beside the first input, .png)",
     )
+    p.add_argument(
+        "--debug", action="store_true", help="show a traceback on errors instead of one line"
+    )
     p.set_defaults(func=one_line_errors(lambda args: args.command)(_plot))
 
+    from mibounds.harness import analytic
 
-_RESUMABLE = one_line_errors(
-    lambda args: args.command,
-    "Every finished run is saved; run the same command again to resume.",
-)
+    p = subparsers.add_parser(
+        "analytic",
+        help="every estimator at the analytic optimal critic on the d = 20 staircase (no training)",
+        description=analytic.__doc__,
+        formatter_class=fmt,
+    )
+    p.add_argument("-k", type=int, default=128, help="batch size K (default 128)")
+    p.add_argument("--batches", type=int, default=20, help="batches per MI level (default 20)")
+    p.add_argument("--alpha", type=float, default=512.0, help="EqCo's alpha (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--debug", action="store_true", help="show a traceback on errors instead of one line"
+    )
+    p.set_defaults(func=one_line_errors(lambda args: args.command)(_analytic))
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    import torch
+def _print_pending(sweep, todo, results: Path) -> None:
+    print(
+        f"{sweep.name}: {len(sweep.settings)} settings, {sweep.n_runs} runs, "
+        f"{sum(len(s) for _, s in todo)} pending, results {results}"
+    )
+    for setting, seeds in todo:
+        print(
+            f"  {setting.objective_label:<32} k={setting.k} m={setting.m} rho={setting.rho} "
+            f"mi={setting.mi} steps={setting.steps}"
+            + (f" tag={setting.tag}" if setting.tag else "")
+            + f"  seeds {list(seeds)}"
+        )
 
-    from mibounds._checks import check_at_least
 
-    check_at_least(args.threads, 1, "--threads")
-    check_at_least(args.jobs, 1, "--jobs")
-    torch.set_num_threads(args.threads)
+def _pending(sweep, results: Path) -> list:
+    from mibounds.harness.results import check_grid, read_records
+    from mibounds.harness.sweep import pending
+
+    if results.is_dir():
+        raise ValueError(f"results file {str(results)!r} is a directory")
+    done: set[str] = set()
+    if results.exists():
+        records = read_records(results)
+        check_grid(records, sweep.grid_hash, results)
+        done = {r.get("run_key") for r in records}
+    return pending(sweep, done)
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from mibounds.harness.config import load_sweep, parse_shard
-    from mibounds.harness.results import read_records
-    from mibounds.harness.sweep import pending, results_path, run_sweep
+    from mibounds.harness.sweep import results_path, run_sweep
 
     sweep = load_sweep(args.config, quick=args.quick)
     if args.shard:
         sweep = sweep.shard(*parse_shard(args.shard))
-    out = args.out or Path("runs") / (sweep.name + ("-quick" if args.quick else ""))
-    results = args.results or results_path(out, sweep)
-    _set_threads(args)
+    args.out = args.out or Path("runs") / (sweep.name + ("-quick" if args.quick else ""))
+    apply_common(args)
+    results = args.results or results_path(args.out, sweep)
+    todo = _pending(sweep, results)  # refuses a results file of another grid, before training
     if args.dry_run:
-        done = {r.get("run_key") for r in read_records(results)} if results.exists() else set()
-        todo = pending(sweep, done)
-        print(
-            f"{sweep.name}: {len(sweep.settings)} settings, {sweep.n_runs} runs, "
-            f"{sum(len(s) for _, s in todo)} pending, results {results}"
-        )
-        for setting, seeds in todo:
-            print(
-                f"  {setting.objective_label:<28} k={setting.k} m={setting.m} "
-                f"rho={setting.rho} mi={setting.mi} steps={setting.steps}  seeds {list(seeds)}"
-            )
+        _print_pending(sweep, todo, results)
         return 0
     frame = run_sweep(
         sweep,
@@ -235,9 +246,17 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from mibounds.reproductions import reproduce
+    from mibounds.reproductions import load_grid, outputs, reproduce
 
-    _set_threads(args)
+    sweep = load_grid(args.name, args.config, quick=args.quick)
+    results, figures, tables = outputs(sweep, args.out, quick=args.quick)
+    apply_common(args)
+    for directory in {results.parent, figures, tables}:
+        check_writable(directory)
+    todo = _pending(sweep, results)
+    if args.dry_run:
+        _print_pending(sweep, todo, results)
+        return 0
     command = " ".join(["mibounds", "reproduce", args.name] + (["--quick"] if args.quick else []))
     if args.config:
         command += f" --config {args.config}"
@@ -267,4 +286,16 @@ def _plot(args: argparse.Namespace) -> int:
     out = args.out or (first / "results.png" if first.is_dir() else first.with_suffix(".png"))
     title = ", ".join(sorted(map(str, frame["sweep"].unique()))) if "sweep" in frame else ""
     print(f"figure: {plots.save(plots.results_figure(frame, title=title), out)}")
+    return 0
+
+
+def _analytic(args: argparse.Namespace) -> int:
+    from mibounds.harness.analytic import analytic_table, format_table
+
+    table = analytic_table(k=args.k, batches=args.batches, eqco_alpha=args.alpha, seed=args.seed)
+    print(
+        f"Estimators at the optimal critic log p(y|x)/p(y), d = 20 Gaussian pairs, K = {args.k}, "
+        f"{args.batches} batches per level (nats, mean ± sd). log K = {math.log(args.k):.2f}."
+    )
+    print(format_table(table))
     return 0
