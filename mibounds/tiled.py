@@ -178,14 +178,16 @@ class _TiledNegatives(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         a, c, out = ctx.saved_tensors
         batch, k, m, d = a.shape
         n = c.shape[1]
         rows = a.reshape(batch, k * m, d)
         floor = _floor(a.dtype)
-        grad_rows = torch.zeros_like(rows)
-        grad_c = torch.empty_like(c)
+        # candidates gathered from other processes often need no gradient: skip their matmul
+        need_a, need_c = ctx.needs_input_grad[:2]
+        grad_rows = torch.zeros_like(rows) if need_a else None
+        grad_c = torch.empty_like(c) if need_c else None
         device, enabled, dtype = ctx.autocast
         # the forward's matmul precision, so that the recomputed scores are the forward's
         with torch.autocast(device, dtype=dtype, enabled=enabled):
@@ -196,10 +198,12 @@ class _TiledNegatives(torch.autograd.Function):
                 w = x.sub_(out.unsqueeze(-1)).clamp_min_(floor).exp_().mul_(grad.unsqueeze(-1))
                 _own_entries(w, offset=ctx.offset, start=start).fill_(0.0)
                 w = w.view(batch, k * m, -1)
-                grad_rows += torch.bmm(w, block)
-                grad_block = torch.bmm(w.transpose(1, 2), rows).view(batch, m, stop - start, d)
-                grad_c[:, start:stop] = grad_block.transpose(1, 2)
-        return grad_rows.view_as(a), grad_c, None, None
+                if grad_rows is not None:
+                    grad_rows += torch.bmm(w, block)
+                if grad_c is not None:
+                    grad_block = torch.bmm(w.transpose(1, 2), rows).view(batch, m, -1, d)
+                    grad_c[:, start:stop] = grad_block.transpose(1, 2)
+        return None if grad_rows is None else grad_rows.view_as(a), grad_c, None, None
 
 
 # ------------------------------------------------------------------------------------ public

@@ -87,6 +87,20 @@ def test_tiled_equals_dense(k, m, extra, offset_share, block, lead, dtype, seed)
         assert_close(x, y, TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("which", [0, 1])
+def test_gradient_of_one_input_only(which):
+    """Candidates gathered without gradient (or fixed anchors): the other input's gradient is
+    the dense one."""
+    inputs = [embeddings((4, 3, 6), 30) / 0.1, embeddings((7, 3, 6), 31)]
+    grads = []
+    for kwargs in (DENSE, {"block_size": 3}):
+        leaf = inputs[which].clone().requires_grad_()
+        args = [leaf, inputs[1]] if which == 0 else [inputs[0], leaf]
+        negatives_logsumexp(*args, 2, **kwargs).sum().backward()
+        grads.append(leaf.grad)
+    assert_close(grads[1], grads[0], 1e-10)
+
+
 @pytest.mark.parametrize("offset, n", [(0, 4), (3, 9), (5, 9)])
 def test_dense_matches_definition(offset, n):
     anchors = embeddings((4, 3, 6), 1) / 0.1
