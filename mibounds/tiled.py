@@ -8,7 +8,8 @@ the ``(K, M, N, M)`` scores only the positives ``pos[i, a, b] = S[i, a, offset +
 
     neg[i, a, b] = logsumexp_{j != offset + i} S[i, a, j, b]          (K, M, M)
 
-from which, per anchor ``(i, a)`` and target view ``b`` (docs/polyview.md, docs/sogclr.md):
+from which, per anchor ``(i, a)`` and target view ``b`` (the losses: docs/polyview.md,
+docs/sogclr.md; tests/test_tiled.py checks each identity against the loss):
 
 - same-view candidates: ``CE = logaddexp(neg, pos) - pos``;
 - all views of the other samples: ``others = logsumexp_b neg``, ``CE = logaddexp(others, pos)
@@ -39,13 +40,15 @@ __all__ = ["negatives_logsumexp"]
 
 # The default block: about BLOCK_BYTES of scores, so that on CPU its elementwise passes run in
 # the last-level cache, and 16-128 candidate rows, so that the matmuls stay wide (M B columns)
-# and the reductions over the block's rows long (benchmarks/bench_tiled.py: 128 rows best at
-# K M = 2048, 32-64 at 8192 and 16384, flat within 10% from 16 to 256).
+# and the reductions over the block's rows long. benchmarks/bench_tiled.py on two CPU cores:
+# 32-256 rows alike (within the noise, about 10%) at K M = 2048, 32-64 best at 8192 and 16384.
 BLOCK_BYTES = 2**24
 BLOCK_ROWS = (16, 128)
 
-# The dense path holds about three score-sized buffers at its peak: the scores, their masked
-# copy (saved for the backward) and the backward's softmax; the tiled path two block-sized ones.
+# Score-sized buffers alive at the peak: about three for the dense path (measured by
+# benchmarks/bench_memory.py: the masked scores saved for the backward, the softmax, the
+# matmuls' workspace), two block-sized ones for the tiled path (a block's scores, and the
+# previous block's, released once the new ones are assigned).
 _DENSE_BUFFERS = 3
 _BLOCK_BUFFERS = 2
 
@@ -88,7 +91,7 @@ def _check_pair(
     if a.dtype != c.dtype:
         raise ValueError(
             f"candidates must have the dtype of anchors (half precision counts as float32), "
-            f"got {c.dtype} and {a.dtype}"
+            f"got candidates {c.dtype}, anchors {a.dtype}"
         )
     k, n = a.shape[-3], c.shape[-3]
     if n < 2:

@@ -395,3 +395,16 @@ def test_bad_values_and_dtypes():
         negatives_logsumexp(a, c.double())
     with pytest.raises(ValueError, match="floating-point"):
         negatives_logsumexp(a.long(), c.long())
+
+
+def test_higher_derivatives():
+    """The dense path is twice differentiable (gradgradcheck); the tiled one says it is not."""
+    anchors = (embeddings((3, 2, 4), 40) / 0.5).requires_grad_()
+    candidates = embeddings((4, 2, 4), 41).requires_grad_()
+    assert torch.autograd.gradgradcheck(
+        lambda a, c: negatives_logsumexp(a, c, 1, **DENSE), (anchors, candidates)
+    )
+    neg = negatives_logsumexp(anchors, candidates, 1, block_size=2)
+    (grad,) = torch.autograd.grad((neg**2).sum(), anchors, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
