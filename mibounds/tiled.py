@@ -257,6 +257,8 @@ def negatives_logsumexp(
     ``O((K + N) M D + K M^2 block_size)``, for about one more matmul of time. Values and
     gradients agree to rounding (exp's floor as in ``mibounds._numerics``). The tiled path is
     differentiable once (``torch.autograd.grad(..., create_graph=True)`` needs the dense one).
+    Under autocast the score matmuls run in its dtype and the logsumexp in float32, on both
+    paths; the tiled backward recomputes the scores at the forward's precision.
 
     Args:
         anchors: ``(..., K, M, D)``, K >= 1 anchor samples of M views.
@@ -267,6 +269,8 @@ def negatives_logsumexp(
             ``memory_budget``, else tiled with blocks of about ``BLOCK_BYTES`` (16-128 rows,
             fewer if the budget asks).
         memory_budget: bytes the score buffers may take when ``block_size`` is ``None``.
+        validate_args: check that both inputs are finite (one device sync); shapes, dtypes and
+            ``offset`` are always checked.
     Returns:
         ``neg: (..., K, M, M)`` in the compute dtype (half precision upcast to float32).
 
