@@ -1,0 +1,118 @@
+"""Forward + backward time of the poly-view loss from ``mibounds.tiled``, dense against tiled.
+
+Three variants of the same loss (``negatives="all_views"``, arithmetic aggregate by default) on
+embeddings ``z: (K, M, D)``, taking turns repeat by repeat (``timing.take_turns``):
+
+- ``polyview_loss``: today's ``mibounds.polyview.polyview_loss``, on the whole ``(K, M, K, M)``
+  scores;
+- ``dense``: the loss composed from ``(pos, neg)`` with ``negatives_logsumexp``'s dense path;
+- ``tiled``: the same composition, tiled (default block size, or each of ``--blocks``).
+
+For each size it prints the median milliseconds of ``polyview_loss`` and, for every other
+variant, the ratio of minimum times and of median times against ``polyview_loss`` and against
+``dense``. Target: tiled <= 1.3x dense where dense fits. Run by hand (about two minutes on two
+cores):
+
+    nice python benchmarks/bench_tiled.py [--device cuda] [--autocast] [--blocks 32 64 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mibounds import polyview as P
+from mibounds.tiled import _default_block_size
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_tiled import composed_polyview_loss
+
+from timing import step, take_turns
+
+SIZES = [(512, 4), (256, 8), (128, 16), (1024, 8)]  # (K, M): K M = 2048 three ways, then 8192
+TEMPERATURE = 0.1
+
+
+def variants(
+    aggregate: str, negatives: str, blocks: list[int | None]
+) -> dict[str, Callable[[Tensor], Tensor]]:
+    args = (TEMPERATURE, aggregate, negatives)
+    fns: dict[str, Callable[[Tensor], Tensor]] = {
+        "polyview_loss": lambda z: P.polyview_loss(z, *args, validate_args=False),
+        "dense": lambda z: composed_polyview_loss(z, *args, memory_budget=2**62),
+    }
+    for block in blocks:
+        name = "tiled" if block is None else f"tiled B={block}"
+        fns[name] = functools.partial(_tiled, args=args, block=block)
+    return fns
+
+
+def _tiled(z: Tensor, args: tuple, block: int | None) -> Tensor:
+    """Tiled, with ``block`` candidate rows, or the block the automatic choice would take."""
+    size = _default_block_size(z, memory_budget=2**62) if block is None else block
+    return composed_polyview_loss(z, *args, block_size=size)
+
+
+def _step(fn: Callable[[Tensor], Tensor], z: Tensor, autocast: bool) -> None:
+    """Forward (under bf16 autocast if asked) and backward."""
+    bf16 = torch.autocast(z.device.type, torch.bfloat16)
+    with bf16 if autocast else contextlib.nullcontext():
+        loss = fn(z)
+    step(lambda _: loss, z)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--aggregate", default="arithmetic", choices=P.AGGREGATES)
+    parser.add_argument("--negatives", default="all_views", choices=P.NEGATIVES)
+    parser.add_argument("--autocast", action="store_true", help="bf16 autocast forward")
+    parser.add_argument(
+        "--blocks", type=int, nargs="*", default=[], help="block sizes to time besides the default"
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", default=[f"{k},{m}" for k, m in SIZES], help="K,M pairs"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+        f"D = {args.dim}, {args.negatives}/{args.aggregate}, autocast {args.autocast}, "
+        f"{args.repeats} repeats taking turns; ratios: min/min and median/median"
+    )
+    print(f"{'variant':<14}{'K':>6}{'M':>4}{'ms':>9}{'/loss min':>11}{'med':>6}{'/dense min':>12}"
+          f"{'med':>6}")  # fmt: skip
+    fns = variants(args.aggregate, args.negatives, [None, *args.blocks])
+    g = torch.Generator().manual_seed(0)
+    for k, m in (map(int, size.split(",")) for size in args.sizes):
+        z = torch.randn(k, m, args.dim, generator=g).to(args.device).requires_grad_()
+
+        calls = [functools.partial(_step, fn, z, args.autocast) for fn in fns.values()]
+        times = dict(zip(fns, take_turns(calls, args.repeats), strict=True))
+        base, dense = times["polyview_loss"], times["dense"]
+        for name, record in times.items():
+            row = f"{name:<14}{k:>6}{m:>4}{statistics.median(record) * 1e3:>9.1f}"
+            if name != "polyview_loss":
+                row += f"{min(record) / min(base):>11.2f}"
+                row += f"{statistics.median(record) / statistics.median(base):>6.2f}"
+            if name not in ("polyview_loss", "dense"):
+                row += f"{min(record) / min(dense):>12.2f}"
+                row += f"{statistics.median(record) / statistics.median(dense):>6.2f}"
+            if name == "tiled":
+                row += f"   (B = {_default_block_size(z, 2**62)})"
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Contrastive log partitions over the other samples without the quadratic score tensor.
+
+The poly-view training loss (``polyview.polyview_loss``, both candidate sets), Multi-Crop's
+NT-Xent (``vision.objectives.multicrop_loss``) and SogCLR (``sogclr.sogclr_loss``) score K anchor
+samples of M views against N candidate samples, ``S[i, a, j, b] = <A_ia, C_jb>``, but need from
+the ``(K, M, N, M)`` scores only the positives ``pos[i, a, b] = S[i, a, offset + i, b]`` (a
+``(K, M, M)`` einsum) and the log partition of every anchor over the *other* samples' view b,
+
+    neg[i, a, b] = logsumexp_{j != offset + i} S[i, a, j, b]          (K, M, M)
+
+from which, per anchor ``(i, a)`` and target view ``b`` (the losses: docs/polyview.md,
+docs/sogclr.md; tests/test_tiled.py checks each identity against the loss):
+
+- same-view candidates: ``CE = logaddexp(neg, pos) - pos``;
+- all views of the other samples: ``others = logsumexp_b neg``, ``CE = logaddexp(others, pos)
+  - pos``;
+- NT-Xent of the view pair (a, b): ``CE = logsumexp(pos, neg[a, b], neg[a, a]) - pos``;
+- SogCLR: ``log g = others - log(M (N - 1))``, and the surrogate's gradient is that of
+  ``-exp(others - log u) / (M (N - 1))``.
+
+``negatives_logsumexp`` computes ``neg``. When the scores fit its memory budget it builds them at
+once (plain autograd, higher derivatives work); otherwise it streams over blocks of candidate
+rows with an online logsumexp, in the style of memory-efficient attention (Rabe & Staats 2021,
+"Self-attention does not need O(n^2) memory"; Dao et al. 2022, FlashAttention), and recomputes
+each block's scores in the backward: memory ``O((K + N) M D + K M^2 B)`` for blocks of B rows,
+instead of about ``3 K M^2 N`` floats, for one more matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mibounds._checks import check_at_least, check_finite, compute_dtype
+from mibounds._numerics import _floor, logsumexp
+
+__all__ = ["negatives_logsumexp"]
+
+# The default block: about BLOCK_BYTES of scores, so that on CPU its elementwise passes run in
+# the last-level cache, and 16-128 candidate rows, so that the matmuls stay wide (M B columns)
+# and the reductions over the block's rows long. benchmarks/bench_tiled.py on two CPU cores:
+# 32-256 rows alike (within the noise, about 10%) at K M = 2048, 32-64 best at 8192 and 16384.
+BLOCK_BYTES = 2**24
+BLOCK_ROWS = (16, 128)
+
+# Score-sized buffers alive at the peak: about three for the dense path (measured by
+# benchmarks/bench_memory.py: the masked scores saved for the backward, the softmax, the
+# matmuls' workspace), two block-sized ones for the tiled path (a block's scores, and the
+# previous block's, released once the new ones are assigned).
+_DENSE_BUFFERS = 3
+_BLOCK_BUFFERS = 2
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def _check_embeddings(t: Tensor, name: str, validate_args: bool) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() < 3:
+        raise ValueError(f"{name} must have shape (..., K, M, D), got shape {tuple(t.shape)}")
+    if validate_args:
+        check_finite(t, name)
+    return compute_dtype(t)
+
+
+def _check_offset(offset: int, k: int, n: int) -> int:
+    """The K anchors' own samples are candidates ``[offset, offset + K)`` of N."""
+    check_at_least(offset, 0, "offset")
+    if offset + k > n:
+        raise ValueError(
+            f"offset + K must be <= N: the own samples of the K = {k} anchors are candidates "
+            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
+        )
+    return offset
+
+
+def _check_pair(
+    anchors: Tensor, candidates: Tensor, offset: int, validate_args: bool
+) -> tuple[Tensor, Tensor]:
+    a = _check_embeddings(anchors, "anchors", validate_args)
+    c = _check_embeddings(candidates, "candidates", validate_args)
+    m, d = a.shape[-2:]
+    if c.shape[:-3] != a.shape[:-3] or c.shape[-2:] != (m, d):
+        raise ValueError(
+            f"candidates must have shape (..., N, M, D) = {(*a.shape[:-3], 'N', m, d)} to match "
+            f"anchors {tuple(a.shape)}, got {tuple(c.shape)}"
+        )
+    if a.dtype != c.dtype:
+        raise ValueError(
+            f"candidates must have the dtype of anchors (half precision counts as float32), "
+            f"got candidates {c.dtype}, anchors {a.dtype}"
+        )
+    k, n = a.shape[-3], c.shape[-3]
+    if n < 2:
+        raise ValueError(
+            f"candidates need N >= 2 samples, so that every anchor has a negative, got N = {n}"
+        )
+    _check_offset(offset, k, n)
+    return a, c
+
+
+# ------------------------------------------------------------------------ scores, in blocks
+
+
+def _candidate_block(c: Tensor, start: int, stop: int) -> Tensor:
+    """``(B, N, M, D) -> (B, M * (stop - start), D)``: the block's rows in ``(b, j)`` order, so
+    that its scores come out ``[i a, b, j]`` with j innermost."""
+    return c[:, start:stop].transpose(1, 2).reshape(c.shape[0], -1, c.shape[-1])
+
+
+def _own_entries(x: Tensor, offset: int, start: int) -> Tensor:
+    """The view of a block's scores ``x: (B, K, M, M, rows)`` (for candidates
+    ``[start, start + rows)``) at each anchor's own sample, for filling in place."""
+    k, rows = x.shape[1], x.shape[-1]
+    first, last = max(0, start - offset), min(k, start + rows - offset)
+    if first >= last:
+        return x[:, :0, :, :, :0].diagonal(dim1=1, dim2=4)
+    column = offset + first - start
+    return x[:, first:last, :, :, column : column + last - first].diagonal(dim1=1, dim2=4)
+
+
+def _block_scores(a: Tensor, block: Tensor, k: int, m: int) -> Tensor:
+    """``(B, K M, D) x (B, M rows, D) -> (B, K, M, M, rows)`` scores in the compute dtype (an
+    autocast matmul gives half precision; the logsumexp never runs below float32)."""
+    x = torch.bmm(a, block.transpose(1, 2)).to(a.dtype)
+    return x.view(a.shape[0], k, m, m, -1)
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _dense(a: Tensor, c: Tensor, offset: int) -> Tensor:
+    """``neg`` from all ``(B, K, M, M, N)`` scores at once, by plain autograd."""
+    batch, k, m, d = a.shape
+    n = c.shape[1]
+    x = _block_scores(a.reshape(batch, k * m, d), _candidate_block(c, 0, n), k, m)
+    own = torch.arange(n, device=a.device) == offset + torch.arange(k, device=a.device)[:, None]
+    # an additive -inf mask: one pass forward and none backward (masked_fill: two each)
+    mask = torch.zeros(own.shape, dtype=x.dtype, device=x.device).masked_fill_(own, -math.inf)
+    return logsumexp(x + mask[:, None, None, :], -1)
+
+
+class _TiledNegatives(torch.autograd.Function):
+    """``(B, K, M, D), (B, N, M, D) -> (B, K, M, M)``: ``neg`` one block of candidate rows at a
+    time. Saves the inputs and the result; the backward recomputes each block's scores."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, c: Tensor, offset: int, block_size: int) -> Tensor:
+        batch, k, m, d = a.shape
+        n = c.shape[1]
+        rows = a.reshape(batch, k * m, d)
+        floor = _floor(a.dtype)
+        top = torch.full((batch, k, m, m), -math.inf, dtype=a.dtype, device=a.device)
+        total = torch.zeros_like(top)
+        for start, stop in _blocks(n, block_size):
+            x = _block_scores(rows, _candidate_block(c, start, stop), k, m)
+            _own_entries(x, offset, start).fill_(-math.inf)
+            new_top = torch.maximum(top, x.amax(-1))
+            # no finite score yet (a one-row block holding only the own sample): shift by 0
+            shift = torch.where(new_top.isfinite(), new_top, new_top.new_zeros(()))
+            # the clamp lifts the own sample's -inf to exp(floor), at most eps^4 of the row's
+            # largest term, as in _numerics; before any finite score (top = -inf) the next
+            # finite block's rescaling exp(top - shift) = 0 drops it
+            e = x.sub_(shift.unsqueeze(-1)).clamp_min_(floor).exp_()
+            total = total.mul_((top - shift).exp_()).add_(e.sum(-1))
+            top = new_top
+        out = top + total.log()
+        ctx.save_for_backward(a, c, out)
+        ctx.offset, ctx.block_size = offset, block_size
+        device = a.device.type
+        ctx.autocast = (
+            device,
+            torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device),
+        )
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        a, c, out = ctx.saved_tensors
+        batch, k, m, d = a.shape
+        n = c.shape[1]
+        rows = a.reshape(batch, k * m, d)
+        floor = _floor(a.dtype)
+        # candidates gathered from other processes often need no gradient: skip their matmul
+        need_a, need_c = ctx.needs_input_grad[:2]
+        grad_rows = torch.zeros_like(rows) if need_a else None
+        grad_c = torch.empty_like(c) if need_c else None
+        device, enabled, dtype = ctx.autocast
+        # the forward's matmul precision, so that the recomputed scores are the forward's
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            for start, stop in _blocks(n, ctx.block_size):
+                block = _candidate_block(c, start, stop)
+                x = _block_scores(rows, block, k, m)
+                # d neg / d s = softmax over the other samples: exp(s - neg), 0 at the own one
+                w = x.sub_(out.unsqueeze(-1)).clamp_min_(floor).exp_().mul_(grad.unsqueeze(-1))
+                _own_entries(w, offset=ctx.offset, start=start).fill_(0.0)
+                w = w.view(batch, k * m, -1)
+                if grad_rows is not None:
+                    grad_rows += torch.bmm(w, block)
+                if grad_c is not None:
+                    grad_block = torch.bmm(w.transpose(1, 2), rows).view(batch, m, -1, d)
+                    grad_c[:, start:stop] = grad_block.transpose(1, 2)
+        return None if grad_rows is None else grad_rows.view_as(a), grad_c, None, None
+
+
+# ------------------------------------------------------------------------------------ public
+
+
+def _score_bytes(a: Tensor, rows: int) -> int:
+    """Bytes of the scores of every anchor against ``rows`` candidate rows."""
+    k, m = a.shape[-3:-1]
+    return math.prod(a.shape[:-3]) * k * m * m * rows * a.element_size()
+
+
+def _default_block_size(a: Tensor, memory_budget: int) -> int:
+    """Candidate rows per block: about ``BLOCK_BYTES`` of scores, within ``BLOCK_ROWS`` and the
+    budget."""
+    row_bytes = _score_bytes(a, 1)
+    if _BLOCK_BUFFERS * row_bytes > memory_budget:
+        raise ValueError(
+            f"memory_budget must hold the scores of one candidate row, "
+            f"{_BLOCK_BUFFERS * row_bytes} bytes for anchors {tuple(a.shape)}, got {memory_budget}"
+        )
+    fast = min(max(BLOCK_BYTES // row_bytes, BLOCK_ROWS[0]), BLOCK_ROWS[1])
+    return min(fast, memory_budget // (_BLOCK_BUFFERS * row_bytes))
+
+
+def negatives_logsumexp(
+    anchors: Tensor,
+    candidates: Tensor,
+    offset: int = 0,
+    *,
+    block_size: int | None = None,
+    memory_budget: int = 2**30,
+    validate_args: bool = True,
+) -> Tensor:
+    """Log partition of every anchor view over the other samples' view b, in nats; the
+    negatives' term of the poly-view, Multi-Crop and SogCLR losses (docs/polyview.md).
+
+    ``neg[..., i, a, b] = logsumexp_{j != offset + i} <anchors[..., i, a], candidates[..., j, b]>``
+
+    Anchors come already scaled (``u / tau`` for cosine scores over a temperature). Anchor i's
+    own sample, candidate row ``offset + i``, is left out: with ``pos[i, a, b] = <A_ia,
+    C_{offset+i, b}>``, ``logaddexp(neg, pos)`` is the same-view partition and
+    ``logsumexp_b neg`` the partition over every view of every other sample.
+
+    The dense path builds the ``(..., K, M, M, N)`` scores at once, and at its peak holds about
+    three score-sized buffers. When those do not fit ``memory_budget`` bytes, or when
+    ``block_size`` is given, the scores are streamed over blocks of ``block_size`` candidate
+    rows with an online logsumexp, and recomputed block by block in the backward: memory
+    ``O((K + N) M D + K M^2 block_size)``, for about one more matmul of time. Values and
+    gradients agree to rounding (exp's floor as in ``mibounds._numerics``). The tiled path is
+    differentiable once (``torch.autograd.grad(..., create_graph=True)`` needs the dense one).
+    Under autocast the score matmuls run in its dtype and the logsumexp in float32, on both
+    paths; the tiled backward recomputes the scores at the forward's precision.
+
+    Args:
+        anchors: ``(..., K, M, D)``, K >= 1 anchor samples of M views.
+        candidates: ``(..., N, M, D)``, N >= 2, rows ``[offset, offset + K)`` the anchors' own
+            samples (``candidates = anchors`` for one process, gathered rows for several).
+        offset: anchor i's own sample is ``candidates[..., offset + i]``.
+        block_size: candidate rows per block; ``None`` chooses: dense if it fits
+            ``memory_budget``, else tiled with blocks of about ``BLOCK_BYTES`` (16-128 rows,
+            fewer if the budget asks).
+        memory_budget: bytes the score buffers may take when ``block_size`` is ``None``.
+        validate_args: check that both inputs are finite (one device sync); shapes, dtypes and
+            ``offset`` are always checked.
+    Returns:
+        ``neg: (..., K, M, M)`` in the compute dtype (half precision upcast to float32).
+
+    Example:
+        >>> import torch
+        >>> from mibounds.tiled import negatives_logsumexp
+        >>> u = torch.nn.functional.normalize(torch.randn(6, 3, 8, dtype=torch.float64), dim=-1)
+        >>> neg = negatives_logsumexp(u / 0.1, u)
+        >>> neg.shape
+        torch.Size([6, 3, 3])
+        >>> tiled = negatives_logsumexp(u / 0.1, u, block_size=4)
+        >>> bool(torch.allclose(neg, tiled, rtol=1e-12, atol=1e-12))
+        True
+    """
+    if block_size is not None:
+        check_at_least(block_size, 1, "block_size")
+    check_at_least(memory_budget, 1, "memory_budget")
+    a, c = _check_pair(anchors, candidates, offset, validate_args)
+    dense = block_size is None and _DENSE_BUFFERS * _score_bytes(a, c.shape[-3]) <= memory_budget
+    if block_size is None and not dense:
+        block_size = _default_block_size(a, memory_budget)
+    lead, batch = a.shape[:-3], math.prod(a.shape[:-3])
+    # one leading batch axis, for bmm
+    a, c = a.reshape(batch, *a.shape[-3:]), c.reshape(batch, *c.shape[-3:])
+    out = _dense(a, c, offset) if dense else _TiledNegatives.apply(a, c, offset, block_size)
+    return out.view(*lead, *out.shape[-3:])
