@@ -15,10 +15,13 @@ Executors (``check_executor`` validates the choice before anything trains):
   (``KilledWorker``) after its retries.
 - ``"slurm"``: SLURM job arrays through submitit (``SlurmOptions``).
 - any ``concurrent.futures.Executor`` instance (a ``ThreadPoolExecutor``, ``mpi4py.futures``...):
-  used as given, never shut down here.
+  used as given and never shut down here; each task sets torch's thread count to ``threads`` in
+  the process that runs it.
 
 Workers that die (SIGKILL, the out-of-memory killer, a lost node) raise ``LostWorkersError``
-once every other outcome is in, naming the settings lost; running the same sweep again resumes.
+once every other outcome is in, naming the settings missing; running the same sweep again
+resumes. (A process pool stops all its workers when one dies, so there the groups in flight
+and those not yet started are missing too; Dask and SLURM carry on with the others.)
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class LostWorkersError(ValueError):
         more = f"; and {len(self.lost) - 3} more" if len(self.lost) > 3 else ""
         runs = sum(len(seeds) for _, seeds in self.lost)
         super().__init__(
-            f"{cause}, so {runs} run(s) in {len(self.lost)} group(s) were lost: {shown}{more}. "
+            f"{cause}, so {runs} run(s) in {len(self.lost)} group(s) are missing: {shown}{more}. "
             f"Every finished run is saved in {str(results)!r}; run the same command again to "
             "resume"
         )
@@ -273,6 +276,7 @@ class Runner:
     wrong with the task); ``cause``: what those errors mean, for ``LostWorkersError``.
     """
 
+    in_process = True  # trains in this process (so the trainer may draw its own bars)
     lost: tuple[type[BaseException], ...] = ()
     cause = "workers died"
     threads: int | None = None  # what each task sets torch's thread count to (None: keep)
@@ -290,6 +294,8 @@ class Runner:
 
 class _Futures(Runner):
     """Any ``concurrent.futures.Executor``: every task submitted at once, taken as it ends."""
+
+    in_process = False
 
     def __init__(
         self, pool: cf.Executor, threads: int, lost: tuple[type[BaseException], ...], cause: str
@@ -311,6 +317,8 @@ class _Futures(Runner):
 class _Submitit(Runner):
     """SLURM (or submitit's local and debug stand-ins): all tasks as one job array."""
 
+    in_process = False
+
     def __init__(self, executor: Any, options: SlurmOptions, threads: int, folder: Path) -> None:
         from submitit.core.utils import UncompletedJobError
 
@@ -325,17 +333,17 @@ class _Submitit(Runner):
         self, tasks: Sequence[Task], work: Callable[[Task], list[Record]]
     ) -> Iterator[tuple[Task, Callable[[], list[Record]]]]:
         jobs = self.executor.map_array(work, list(tasks))
-        pending = list(zip(jobs, tasks, strict=True))
+        pending = dict(enumerate(zip(jobs, tasks, strict=True)))
         try:
             while pending:
-                done = [(job, task) for job, task in pending if job.done()]
-                for job, task in done:
-                    pending.remove((job, task))
+                done = [i for i, (job, _) in pending.items() if job.done()]
+                for i in done:
+                    job, task = pending.pop(i)
                     yield task, job.result
                 if pending and not done:
                     time.sleep(_POLL_S)
         finally:
-            for job, _ in pending:
+            for job, _ in pending.values():
                 job.cancel(check=False)
 
 

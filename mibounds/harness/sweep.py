@@ -54,7 +54,6 @@ from tqdm import tqdm
 from mibounds.harness.config import RunConfig, Sweep
 from mibounds.harness.executors import (
     LostWorkersError,
-    Runner,
     SlurmOptions,
     check_executor,
     open_executor,
@@ -152,8 +151,8 @@ def run_sweep(
         ) as bar,
     ):
         # in this process the trainer may show its own bar; workers' bars would interleave
-        inline = type(runner) is Runner
-        kwargs = {"device": device, "extra": extra, **({"progress": progress} if inline else {})}
+        shown = {"progress": progress} if runner.in_process else {}
+        kwargs = {"device": device, "extra": extra, **shown}
         work = functools.partial(train_task, trainer, kwargs, runner.threads)
         lost: list[tuple[RunConfig, tuple[int, ...]]] = []
         with contextlib.closing(runner.completions(runner.pack(todo), work)) as finished:
