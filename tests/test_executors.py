@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,24 @@ def test_an_unreachable_scheduler_is_reported_before_training(monkeypatch, tmp_p
     assert time.monotonic() - started < 20  # the 1 s timeout, plus dask's retries
 
 
+class FakeClient:
+    def __init__(self, *nthreads):
+        self.workers = {f"tcp://w{i}": {"nthreads": n} for i, n in enumerate(nthreads)}
+
+    def scheduler_info(self):
+        return {"workers": self.workers}
+
+
+def test_dask_workers_that_waste_threads_or_are_missing_are_warned_about():
+    with pytest.warns(UserWarning, match=r"have \[4\] threads each.*--nthreads 1"):
+        ex._check_dask_workers(FakeClient(1, 4), "tcp://h:8786")
+    with pytest.warns(UserWarning, match="no Dask workers are connected to tcp://h:8786 yet"):
+        ex._check_dask_workers(FakeClient(), "tcp://h:8786")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ex._check_dask_workers(FakeClient(1, 1), "tcp://h:8786")  # one thread each: silent
+
+
 groups_strategy = st.lists(st.integers(1, 5), max_size=12)
 
 
@@ -209,8 +228,8 @@ def test_a_thread_pool_executor_gives_the_same_records(tmp_path, sweep, referenc
 
 
 def dies_on_nwj(setting, seeds, **kwargs):
-    """A worker killed while training nwj, as the out-of-memory killer does (SIGKILL)."""
-    if setting.objective == "nwj":
+    """A worker killed while training nwj at K = 4, as the out-of-memory killer does (SIGKILL)."""
+    if setting.objective == "nwj" and setting.k == 4:
         os.kill(os.getpid(), signal.SIGKILL)
     return train(setting, seeds, **kwargs)
 
@@ -218,11 +237,13 @@ def dies_on_nwj(setting, seeds, **kwargs):
 def check_lost_then_resume(err, results, sweep, reference):
     lost = {f"{s.key()}/{seed}" for s, seeds in err.value.lost for seed in seeds}
     saved = {r["run_key"] for r in read_records(results)} if results.exists() else set()
-    nwj = {f"{s.key()}/{seed}" for s in sweep.settings if s.objective == "nwj" for seed in (0, 1)}
-    assert nwj <= lost and not lost & saved  # the dead worker's groups are named as lost
+    dead = {
+        f"{s.key()}/{i}" for s in sweep.settings if (s.objective, s.k) == ("nwj", 4) for i in (0, 1)
+    }
+    assert dead <= lost and not lost & saved  # the dead worker's group is named as missing
     message = str(err.value)
     assert "\n" not in message and "run the same command again" in message
-    assert "nwj k=" in message and "rho=0.5 seeds [0, 1]" in message
+    assert "nwj k=4 rho=0.5 seeds [0, 1]" in message
     run_sweep(sweep, results, progress=False)
     assert_complete_and_equal(results, sweep, reference)
 
