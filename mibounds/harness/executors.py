@@ -410,6 +410,9 @@ def _dask(scheduler: str | None, jobs: int, threads: int) -> Iterator[Runner]:
                 )
             )
             client = stack.enter_context(Client(cluster))
+            # the local workers share this terminal: Ctrl-C is this process's to handle (it
+            # closes the cluster), not theirs (they would only print tracebacks)
+            client.register_plugin(_ignore_ctrl_c())
         else:
             try:
                 client = stack.enter_context(Client(scheduler, timeout=_CONNECT_S))
@@ -427,6 +430,17 @@ def _dask(scheduler: str | None, jobs: int, threads: int) -> Iterator[Runner]:
             "Dask workers died running some tasks until Dask gave up on them (KilledWorker), or "
             "the scheduler dropped them",
         )
+
+
+def _ignore_ctrl_c() -> Any:
+    """A Dask worker plugin that makes each worker, and each that replaces it, ignore SIGINT."""
+    from distributed import WorkerPlugin
+
+    class IgnoreCtrlC(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreCtrlC()
 
 
 def _check_dask_workers(client: Any, scheduler: str) -> None:
