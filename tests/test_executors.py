@@ -363,18 +363,31 @@ def interrupt_after_a_new_group(config, results, jobs, how, delay):
     return proc.returncode, stderr
 
 
+KILL, CTRL_C = signal.SIGKILL, signal.SIGINT
+
+
+@pytest.mark.parametrize(
+    "lives",
+    [
+        [(2, KILL), (1, CTRL_C)],  # each python start costs seconds: few in the default run
+        pytest.param(
+            [(2, KILL), (1, CTRL_C), (1, KILL), (2, CTRL_C), (1, KILL)], marks=pytest.mark.slow
+        ),
+    ],
+    ids=["short", "long"],
+)
 def test_the_parent_killed_at_random_moments_loses_nothing(
-    tmp_path, config, full_sweep, full_reference
+    tmp_path, config, full_sweep, full_reference, lives
 ):
-    """SIGKILL (and once Ctrl-C) the CLI a random moment after each new group is saved, so the
-    kills fall during training and appends alike, then let the last run finish."""
+    """SIGKILL or Ctrl-C the CLI (with ``jobs`` workers) a random moment after each new group
+    is saved, so that kills fall during training and appends alike; the last run finishes."""
     pytest.importorskip("psutil")
     rng = random.Random(0)
     results = tmp_path / "r.jsonl"
-    for jobs, how in [(2, signal.SIGKILL), (1, signal.SIGINT), (1, signal.SIGKILL)]:
+    for jobs, how in lives:
         code, stderr = interrupt_after_a_new_group(config, results, jobs, how, rng.uniform(0, 0.4))
         # SIGKILL: -9, or 0 if it had just finished; Ctrl-C: 130, the shell's code for SIGINT
-        assert code in ((0, -signal.SIGKILL) if how == signal.SIGKILL else (0, 130)), stderr
+        assert code in ((0, -KILL) if how == KILL else (0, 130)), stderr
     proc = cli(config, results)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
