@@ -123,7 +123,7 @@ def append_records(path: str | Path, records: Iterable[Mapping[str, Any]]) -> No
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError as err:
-            kept = "the file is as it was before"
+            kept = "the file is as it was before (no partial record)"
             try:
                 os.ftruncate(fd, start)
             except OSError:  # rare: repair_tail cuts the partial line on the next run instead
@@ -136,9 +136,8 @@ def append_records(path: str | Path, records: Iterable[Mapping[str, Any]]) -> No
 def _write_error(path: Path, err: OSError, kept: str) -> ResultsWriteError:
     return ResultsWriteError(
         err.errno,
-        f"could not append to results file {str(path)!r}: {err.strerror or err}; {kept} (no "
-        "partial record); free space or fix the file's permissions, then run the same command "
-        "again to resume",
+        f"could not append to results file {str(path)!r}: {err.strerror or err}; {kept}; free "
+        "space or fix the file's permissions, then run the same command again to resume",
     )
 
 
