@@ -163,7 +163,8 @@ def test_parallel_workers_give_the_same_records(tmp_path):
     parallel = run_sweep(sweep, tmp_path / "b.jsonl", progress=False, jobs=2)
     a = serial.set_index("run_key")["estimate_mean"].sort_index()
     b = parallel.set_index("run_key")["estimate_mean"].sort_index()
-    assert list(a.index) == list(b.index) and a.to_numpy() == pytest.approx(b.to_numpy(), abs=1e-5)
+    # the same code, seeds and one torch thread in each process: bitwise the same
+    assert list(a.index) == list(b.index) and (a.to_numpy() == b.to_numpy()).all()
 
 
 def fails_on_nwj(setting, seeds, **kwargs):

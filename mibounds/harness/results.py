@@ -1,10 +1,11 @@
 """Results files: one JSON record per run and line, appended atomically, read as a DataFrame.
 
-Why JSON lines: a record holds lists (the training curve) and the file only ever grows, so a
-run that finished is one ``write`` of one line. A writer killed in that write leaves at most a
-partial last line without its newline; ``repair_tail`` removes it before the next append, and
-``read_records`` reports and skips any line that does not parse instead of failing, so no
-earlier run is ever lost. Files of the parts of a sharded sweep concatenate into one.
+Why JSON lines: a record holds lists (the training curve) and the file only ever grows, so the
+runs of a finished group are one ``write`` of one line each. A writer killed in that write
+leaves at most a partial last line without its newline (a write that fails cuts its bytes back
+off itself); ``repair_tail`` removes it before the next append, and ``read_records`` reports and
+skips any line that does not parse instead of failing, so no earlier run is ever lost. Files of
+the parts of a sharded sweep concatenate into one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 
 __all__ = [
     "CorruptRecordWarning",
+    "ResultsWriteError",
     "append_records",
     "check_grid",
     "load_results",
@@ -91,21 +93,51 @@ def repair_tail(path: str | Path) -> int:
         return 0
 
 
+class ResultsWriteError(OSError, ValueError):
+    """Appending to a results file failed (a full disk, a read-only file, ...); nothing of the
+    append is left in the file. Also a ``ValueError``, so the command line prints one line."""
+
+
 def append_records(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append each record as one line, in one ``write`` each, flushed to disk (fsync) so that a
-    crash after this returns cannot lose them."""
+    """Append the records, one line each, in one ``write`` flushed to disk (fsync), so that a
+    crash after this returns cannot lose them.
+
+    All or nothing: if the write or the flush fails, the file is cut back to its size before
+    (only one process appends: the sweep's parent) and ``ResultsWriteError`` names the file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = b"".join(_encode(record) for record in records)
+    if not data:
+        return
     try:
-        for record in records:
-            data = _encode(record)
-            written = os.write(fd, data)
-            while written < len(data):  # a short write (rare: signals, full disks) continues
-                written += os.write(fd, data[written:])
-        os.fsync(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise _write_error(path, err, "the file is unchanged") from err
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:  # a short write (signals, nearly full disks) continues
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as err:
+            kept = "the file is as it was before (no partial record)"
+            try:
+                os.ftruncate(fd, start)
+            except OSError:  # rare: repair_tail cuts the partial line on the next run instead
+                kept = "a partial last line may remain, which the next run removes"
+            raise _write_error(path, err, kept) from err
     finally:
         os.close(fd)
+
+
+def _write_error(path: Path, err: OSError, kept: str) -> ResultsWriteError:
+    return ResultsWriteError(
+        err.errno,
+        f"could not append to results file {str(path)!r}: {err.strerror or err}; {kept}; free "
+        "space or fix the file's permissions, then run the same command again to resume",
+    )
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

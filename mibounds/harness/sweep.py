@@ -5,16 +5,45 @@ another grid, trains every setting's missing seeds as one batched group and appe
 records as soon as the group finishes. Killing it (Ctrl-C, a crash, a full disk) loses at most
 the groups in flight; running the same command again resumes.
 
-With ``jobs > 1`` the groups train in that many worker processes (one torch thread each) and
-the parent alone writes the results file, so records never interleave.
+Where the groups train is the ``executor`` (``mibounds.harness.executors``); wherever that is,
+this process alone writes the results file, so records never interleave:
+
+- ``"process"`` (default): ``jobs`` worker processes on this machine, ``threads`` torch threads
+  each (``jobs = 1``: in this process). A worker killed (e.g. by the out-of-memory killer)
+  stops the sweep within seconds with ``LostWorkersError``, after saving what finished.
+- ``"dask"``: a Dask cluster; without ``scheduler``, a local one of ``jobs`` workers.
+- ``"slurm"``: SLURM job arrays (``SlurmOptions``), submitted and gathered from this process.
+
+Across machines with Dask (``pip install 'mibounds[dask]'``, the same mibounds on every
+machine)::
+
+    dask scheduler                                 # on one machine; prints tcp://HOST:8786
+    dask worker tcp://HOST:8786 --nthreads 1 --nworkers 8   # on each machine, one per core
+    mibounds sweep CONFIG --executor dask --scheduler tcp://HOST:8786
+
+Each worker trains one group at a time: give workers one thread each and start as many as
+cores (``--nworkers``). A worker that dies has its task retried elsewhere by Dask; one that
+keeps killing workers is reported (``LostWorkersError``). Tasks wait for workers to join.
+
+On a SLURM cluster (``pip install 'mibounds[slurm]'``, from a login node, with the results
+folder on a file system the nodes share)::
+
+    mibounds sweep CONFIG --executor slurm --partition cpu --time 60 --mem 4 --runs-per-task 8
+
+submits one job array (each array task trains groups of 8 runs in sequence, with ``--threads``
+CPUs, for at most 60 minutes and 4 GB) and gathers the records here as tasks finish; keep this
+process alive (tmux, screen, or a small SLURM job of its own): if it stops, it cancels the
+array, and rerunning the command resubmits only what is missing. Without ``--executor``, a
+sweep can also be split by hand into array tasks that each run ``--shard $SLURM_ARRAY_TASK_ID/n``
+with their own results file.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
-import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +51,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from mibounds._checks import check_at_least
 from mibounds.harness.config import RunConfig, Sweep
+from mibounds.harness.executors import (
+    LostWorkersError,
+    SlurmOptions,
+    check_executor,
+    open_executor,
+    train_task,
+)
 from mibounds.harness.results import (
     append_records,
     check_grid,
@@ -33,7 +68,7 @@ from mibounds.harness.results import (
 )
 from mibounds.harness.trainer import train
 
-__all__ = ["pending", "results_path", "run_sweep"]
+__all__ = ["LostWorkersError", "SlurmOptions", "pending", "results_path", "run_sweep"]
 
 Trainer = Callable[..., list[dict[str, Any]]]
 
@@ -57,42 +92,6 @@ def pending(sweep: Sweep, done: set[str]) -> list[tuple[RunConfig, tuple[int, ..
     return out
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _train_group(
-    trainer: Trainer, kwargs: dict[str, Any], group: tuple[RunConfig, tuple[int, ...]]
-) -> list[dict[str, Any]]:
-    setting, seeds = group
-    return trainer(setting, seeds, **kwargs)
-
-
-def _in_workers(
-    todo: list[tuple[RunConfig, tuple[int, ...]]],
-    trainer: Trainer,
-    jobs: int,
-    threads: int,
-    **kwargs: Any,
-) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """Yield ``(seeds done, records)`` per group as the worker processes finish them. If the
-    caller stops early (an error, Ctrl-C), the workers are terminated, not left to finish."""
-    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    pool = context.Pool(jobs, initializer=_worker_init, initargs=(threads,))
-    finished = False
-    try:
-        work = functools.partial(_train_group, trainer, kwargs)
-        for records in pool.imap_unordered(work, todo):
-            yield len(records), records
-        finished = True
-    finally:
-        if finished:
-            pool.close()
-        else:
-            pool.terminate()
-        pool.join()
-
-
 def run_sweep(
     sweep: Sweep,
     results: str | Path,
@@ -102,15 +101,25 @@ def run_sweep(
     jobs: int = 1,
     threads: int = 1,
     trainer: Trainer = train,
+    executor: str | concurrent.futures.Executor = "process",
+    scheduler: str | None = None,
+    slurm: SlurmOptions | None = None,
 ) -> pd.DataFrame:
     """Run every run of ``sweep`` not yet in ``results`` (a JSON-lines file) and return all of
     the file's runs as a DataFrame (``load_results``).
 
-    ``jobs``: worker processes (each with ``threads`` torch threads); 1 trains in this process
-    with its current thread setting. Raises ``ValueError`` before any training if the file holds
-    runs of another grid.
+    ``executor``: where the groups train (``mibounds.harness.executors``): ``"process"``
+    (``jobs`` worker processes with ``threads`` torch threads each; ``jobs = 1`` trains in this
+    process with its current thread setting), ``"dask"`` (the cluster at ``scheduler``, or a
+    local one of ``jobs`` workers), ``"slurm"`` (job arrays, ``slurm`` options) or any
+    ``concurrent.futures.Executor``. Every record gains ``sweep``, ``grid_hash``, ``jobs`` and
+    ``executor``.
+
+    Raises ``ValueError`` before any training if the file holds runs of another grid or the
+    executor's options are wrong (``check_executor``); ``LostWorkersError`` (a ``ValueError``)
+    after saving every finished run if workers died; ``ResultsWriteError`` if appending fails.
     """
-    check_at_least(jobs, 1, "jobs")
+    name = check_executor(executor, jobs=jobs, threads=threads, scheduler=scheduler, slurm=slurm)
     results = Path(results)
     done: set[str] = set()
     if results.exists():
@@ -119,24 +128,42 @@ def run_sweep(
         check_grid(records, sweep.grid_hash, results)
         done = {r["run_key"] for r in records if "run_key" in r}
     todo = pending(sweep, done)
-    extra = {"sweep": sweep.name, "grid_hash": sweep.grid_hash, "jobs": jobs}
-    n_todo = sum(len(seeds) for _, seeds in todo)
-    with tqdm(
-        total=n_todo,
-        desc=f"{sweep.name}: runs",
-        unit="run",
-        disable=not progress or not n_todo,
-        dynamic_ncols=True,
-    ) as bar:
-        if jobs == 1:
-            groups: Iterator[tuple[int, list[dict[str, Any]]]] = (
-                (len(seeds), trainer(setting, seeds, device=device, progress=progress, extra=extra))
-                for setting, seeds in todo
-            )
-        else:
-            groups = _in_workers(todo, trainer, jobs, threads, device=device, extra=extra)
-        with contextlib.closing(groups):  # an error here stops the workers at once
-            for n, records in groups:
+    if not todo:
+        return load_results(results)
+    extra = {"sweep": sweep.name, "grid_hash": sweep.grid_hash, "jobs": jobs, "executor": name}
+    with (
+        open_executor(
+            executor,
+            jobs=jobs,
+            threads=threads,
+            scheduler=scheduler,
+            slurm=slurm,
+            results=results,
+            device=device,
+            name=f"mibounds-{sweep.name}",
+        ) as runner,
+        tqdm(
+            total=sum(len(seeds) for _, seeds in todo),
+            desc=f"{sweep.name}: runs",
+            unit="run",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
+        # in this process the trainer may show its own bar; workers' bars would interleave
+        shown = {"progress": progress} if runner.in_process else {}
+        kwargs = {"device": device, "extra": extra, **shown}
+        work = functools.partial(train_task, trainer, kwargs, runner.threads)
+        lost: list[tuple[RunConfig, tuple[int, ...]]] = []
+        with contextlib.closing(runner.completions(runner.pack(todo), work)) as finished:
+            for task, result in finished:  # an error here stops the workers at once
+                try:
+                    records = result()
+                except runner.lost:
+                    lost.extend(task)
+                    continue
                 append_records(results, records)
-                bar.update(n)
+                bar.update(len(records))
+        if lost:
+            raise LostWorkersError(lost, runner.cause, results)
     return load_results(results)
