@@ -5,9 +5,10 @@ another's. The child makes the embeddings ``z: (K, M, D)`` (and, to load the lib
 their buffers first, runs one small step), reads its memory, runs one forward + backward of
 the loss (``negatives="all_views"``, arithmetic aggregate) and reports the peak above that
 reading: on CPU the peak resident set (``getrusage``'s ``ru_maxrss``), on CUDA
-``torch.cuda.max_memory_allocated``. Variants (as in ``bench_tiled.py``): ``polyview_loss``
-(today's, on the whole scores), ``dense`` and ``tiled`` (the loss composed from
-``negatives_logsumexp``'s two paths); the first two only up to ``--dense-max`` anchors K M.
+``torch.cuda.max_memory_allocated``. Variants (as in ``bench_tiled.py``): ``dense``
+(``polyview_loss`` with a budget everything fits, the whole scores at once; only up to
+``--dense-max`` anchors K M), ``default`` (its default budget of 1 GiB: dense where the scores
+fit it, else tiled) and ``tiled`` (tiled at every size).
 Targets: tiled at K M = 65536 within 2 GiB, at 32768 within 1.5 GiB. Run by hand (a few
 minutes on two cores, mostly the tiled step at K M = 65536):
 
@@ -22,26 +23,27 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from mibounds import polyview as P
-from mibounds.tiled import _default_block_size
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_tiled import composed_polyview_loss
+from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 
 SIZES = [4096, 8192, 16384, 32768, 65536]  # K M
 TEMPERATURE = 0.1
 GIB = 2**30
 
+
+def _tiled_budget(z: torch.Tensor) -> int:
+    """The budget of two blocks of the size the automatic choice takes where dense does not fit."""
+    return _BLOCK_BUFFERS * _score_bytes(z, _default_block_size(z, memory_budget=2**30))
+
+
 LOSSES = {
-    "polyview_loss": lambda z: P.polyview_loss(z, TEMPERATURE, validate_args=False),
-    "dense": lambda z: composed_polyview_loss(z, TEMPERATURE, memory_budget=2**62),
-    # tiled at every size, with the block the automatic choice takes where dense does not fit
-    "tiled": lambda z: composed_polyview_loss(
-        z, TEMPERATURE, block_size=_default_block_size(z, memory_budget=2**30)
+    "dense": lambda z: P.polyview_loss(z, TEMPERATURE, memory_budget=2**62, validate_args=False),
+    "default": lambda z: P.polyview_loss(z, TEMPERATURE, validate_args=False),
+    "tiled": lambda z: P.polyview_loss(
+        z, TEMPERATURE, memory_budget=_tiled_budget(z), validate_args=False
     ),
 }
 

@@ -1,16 +1,16 @@
 """Forward + backward time of the poly-view loss from ``mibounds.tiled``, dense against tiled.
 
-Three variants of the same loss (``negatives="all_views"``, arithmetic aggregate by default) on
-embeddings ``z: (K, M, D)``, taking turns repeat by repeat (``timing.take_turns``):
+Variants of ``mibounds.polyview.polyview_loss`` (``negatives="all_views"``, arithmetic aggregate
+by default) on embeddings ``z: (K, M, D)``, taking turns repeat by repeat
+(``timing.take_turns``):
 
-- ``polyview_loss``: today's ``mibounds.polyview.polyview_loss``, on the whole ``(K, M, K, M)``
-  scores;
-- ``dense``: the loss composed from ``(pos, neg)`` with ``negatives_logsumexp``'s dense path;
-- ``tiled``: the same composition, tiled (default block size, or each of ``--blocks``).
+- ``dense``: a memory budget everything fits, so the whole ``(K, M, M, N)`` scores at once;
+- ``tiled``: a budget that leaves blocks of the default size (``mibounds.tiled``), or of each
+  of ``--blocks`` candidate rows.
 
-For each size it prints the median milliseconds of ``polyview_loss`` and, for every other
-variant, the ratio of minimum times and of median times against ``polyview_loss`` and against
-``dense``. Target: tiled <= 1.3x dense where dense fits. Run by hand (about two minutes on two
+For each size it prints the median milliseconds of ``dense`` and, for every tiled variant, the
+ratio of minimum times and of median times against it. Target: tiled <= 1.3x dense where dense
+fits. Run by hand (about two minutes on two
 cores):
 
     nice python benchmarks/bench_tiled.py [--device cuda] [--autocast] [--blocks 32 64 128]
@@ -22,18 +22,13 @@ import argparse
 import contextlib
 import functools
 import statistics
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from mibounds import polyview as P
-from mibounds.tiled import _default_block_size
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_tiled import composed_polyview_loss
+from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 
 from timing import step, take_turns
 
@@ -46,8 +41,7 @@ def variants(
 ) -> dict[str, Callable[[Tensor], Tensor]]:
     args = (TEMPERATURE, aggregate, negatives)
     fns: dict[str, Callable[[Tensor], Tensor]] = {
-        "polyview_loss": lambda z: P.polyview_loss(z, *args, validate_args=False),
-        "dense": lambda z: composed_polyview_loss(z, *args, memory_budget=2**62),
+        "dense": lambda z: P.polyview_loss(z, *args, memory_budget=2**62, validate_args=False),
     }
     for block in blocks:
         name = "tiled" if block is None else f"tiled B={block}"
@@ -56,9 +50,11 @@ def variants(
 
 
 def _tiled(z: Tensor, args: tuple, block: int | None) -> Tensor:
-    """Tiled, with ``block`` candidate rows, or the block the automatic choice would take."""
-    size = _default_block_size(z, memory_budget=2**62) if block is None else block
-    return composed_polyview_loss(z, *args, block_size=size)
+    """Tiled, with ``block`` candidate rows, or the block the automatic choice would take: the
+    memory budget of two blocks of that many rows."""
+    rows = _default_block_size(z, memory_budget=2**62) if block is None else block
+    budget = _BLOCK_BUFFERS * _score_bytes(z, rows)
+    return P.polyview_loss(z, *args, memory_budget=budget, validate_args=False)
 
 
 def _step(fn: Callable[[Tensor], Tensor], z: Tensor, autocast: bool) -> None:
@@ -91,8 +87,7 @@ def main() -> None:
         f"D = {args.dim}, {args.negatives}/{args.aggregate}, autocast {args.autocast}, "
         f"{args.repeats} repeats taking turns; ratios: min/min and median/median"
     )
-    print(f"{'variant':<14}{'K':>6}{'M':>4}{'ms':>9}{'/loss min':>11}{'med':>6}{'/dense min':>12}"
-          f"{'med':>6}")  # fmt: skip
+    print(f"{'variant':<14}{'K':>6}{'M':>4}{'ms':>9}{'/dense min':>12}{'med':>6}")
     fns = variants(args.aggregate, args.negatives, [None, *args.blocks])
     g = torch.Generator().manual_seed(0)
     for k, m in (map(int, size.split(",")) for size in args.sizes):
@@ -100,13 +95,10 @@ def main() -> None:
 
         calls = [functools.partial(_step, fn, z, args.autocast) for fn in fns.values()]
         times = dict(zip(fns, take_turns(calls, args.repeats), strict=True))
-        base, dense = times["polyview_loss"], times["dense"]
+        dense = times["dense"]
         for name, record in times.items():
             row = f"{name:<14}{k:>6}{m:>4}{statistics.median(record) * 1e3:>9.1f}"
-            if name != "polyview_loss":
-                row += f"{min(record) / min(base):>11.2f}"
-                row += f"{statistics.median(record) / statistics.median(base):>6.2f}"
-            if name not in ("polyview_loss", "dense"):
+            if name != "dense":
                 row += f"{min(record) / min(dense):>12.2f}"
                 row += f"{statistics.median(record) / statistics.median(dense):>6.2f}"
             if name == "tiled":

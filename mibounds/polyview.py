@@ -50,6 +50,7 @@ from mibounds._checks import (
 )
 from mibounds._numerics import cross_entropy, logsumexp
 from mibounds.bounds import infonce
+from mibounds.tiled import negatives_logsumexp
 
 __all__ = [
     "AGGREGATES",
@@ -169,19 +170,15 @@ def _partition_from_negatives(pos: Tensor, neg: Tensor, negatives: str) -> Tenso
     return logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, own_view)), 0)
 
 
-def _log_partition(S: Tensor, pos: Tensor, offset: int, negatives: str) -> Tensor:
-    """``S: (..., K, M, N, M)``, ``pos: (..., K, M, M)`` -> ``(..., K, M, M)``: the log
-    partition of each anchor and target view over its candidate set (``NEGATIVES``), where
-    anchor i's own sample is candidate row ``offset + i``."""
+def _log_partition(S: Tensor, pos: Tensor, negatives: str) -> Tensor:
+    """``S: (..., K, M, K, M)``, ``pos: (..., K, M, M)`` -> ``(..., K, M, M)``: the log
+    partition of each anchor and target view over its candidate set (``NEGATIVES``)."""
     if negatives == "same_view":
         return _logsumexp_same_view(S)
-    k, n = S.shape[-4], S.shape[-2]
-    keep = _other_samples(k, n, offset, S.device)[:, None, :, None]
-    others = S + _log_mask(keep, S.dtype)
-    if negatives == "all_views":
-        # one logsumexp over every view of every other sample, then the positive added back
-        return torch.logaddexp(logsumexp(others.flatten(-2), -1).unsqueeze(-1), pos)
-    return _partition_from_negatives(pos, _logsumexp_same_view(others), negatives)
+    k = S.shape[-4]
+    keep = _other_samples(k, k, 0, S.device)[:, None, :, None]
+    neg = _logsumexp_same_view(S + _log_mask(keep, S.dtype))  # (..., K, M, M) over j != i
+    return _partition_from_negatives(pos, neg, negatives)
 
 
 def _log_candidates(n: int, m: int, negatives: str) -> float:
@@ -321,7 +318,7 @@ def contrastive_estimate(
         ce = _same_view_cross_entropy(s)  # the subtraction fused into the logsumexp
     else:
         pos = _positives(s)
-        ce = _log_partition(s, pos, 0, negatives) - pos
+        ce = _log_partition(s, pos, negatives) - pos
     return _log_candidates(k, m, negatives) - _anchor_losses(ce, aggregate, k).mean((-2, -1))
 
 
@@ -500,6 +497,7 @@ def polyview_loss(
     *,
     candidates: Tensor | None = None,
     offset: int = 0,
+    memory_budget: int = 2**30,
     validate_args: bool = True,
 ) -> Tensor:
     """Poly-view contrastive training loss (Shidani et al. 2024, Algorithm 1), to minimise.
@@ -535,6 +533,10 @@ def polyview_loss(
         candidates: ``(..., N, M, D)`` candidate embeddings, e.g. gathered from every process;
             default ``z``.
         offset: anchor ``i``'s positive is ``candidates[offset + i]``.
+        memory_budget: bytes the ``(K, M, N, M)`` scores may take; beyond it they are computed
+            in blocks of candidate rows and recomputed in the backward, so memory grows as
+            ``K M (D + block)`` rather than ``(K M)^2`` (``mibounds.tiled``; same value and
+            gradient to rounding).
     Returns:
         ``(...)``: the loss, a scalar for unbatched ``z``.
 
@@ -554,11 +556,10 @@ def polyview_loss(
     c = nnf.normalize(c, dim=-1)
     # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores
     anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
-    S = torch.einsum("...iad,...jbd->...iajb", anchors, c)
-    # the positives S[i, a, offset + i, b] straight from the embeddings: their gradient then
-    # skips the S-sized zero-filled buffer that indexing S would cost in the backward
     pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
-    ce = _log_partition(S, pos, offset, negatives) - pos
+    # the other samples' log partition per view, dense or in blocks (memory_budget)
+    neg = negatives_logsumexp(anchors, c, offset, memory_budget=memory_budget, validate_args=False)
+    ce = _partition_from_negatives(pos, neg, negatives) - pos
     return _anchor_losses(ce, aggregate, c.shape[-3]).mean((-2, -1))
 
 
@@ -588,12 +589,14 @@ class PolyViewLoss(nn.Module):
         aggregate: str = "arithmetic",
         negatives: str = "all_views",
         gather: Gather | None = None,
+        memory_budget: int = 2**30,
     ) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
         self.aggregate = check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
         self.negatives = check_choice(negatives, NEGATIVES, "negatives")
         self.gather = gather
+        self.memory_budget = memory_budget
 
     def forward(self, z: Tensor, *, validate_args: bool = True) -> Tensor:
         candidates, offset = (None, 0) if self.gather is None else self.gather(z)
@@ -604,6 +607,7 @@ class PolyViewLoss(nn.Module):
             self.negatives,
             candidates=candidates,
             offset=offset,
+            memory_budget=self.memory_budget,
             validate_args=validate_args,
         )
 

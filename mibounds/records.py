@@ -54,6 +54,8 @@ class RunRecord(TypedDict):
     sweep: NotRequired[str]
     grid_hash: NotRequired[str]
     jobs: NotRequired[int]
+    executor: NotRequired[str]
+    """Where a sweep trained the run: process, dask, slurm, or an executor's class name."""
     # provenance (mibounds.provenance)
     torch_version: str
     mibounds_version: str

@@ -47,6 +47,7 @@ from mibounds._checks import (
     check_scores,
 )
 from mibounds._numerics import logsumexp, straight_through
+from mibounds.tiled import negatives_logsumexp
 
 __all__ = ["GlobalContrastive", "SogCLRLoss", "global_contrastive", "sogclr_loss"]
 
@@ -89,37 +90,36 @@ def _moving_average(log_u: Tensor, log_g: Tensor, visited: Tensor, gamma: float)
 
 
 def _global_step(
-    s: Tensor,
     positive: Tensor,
-    negative: Tensor,
+    others: Tensor,
     n_negatives: int,
     log_u: Tensor,
     visited: Tensor,
     gamma: float,
 ) -> tuple[Tensor, Tensor]:
-    """One SogCLR step for a set of anchors, candidates on the last axis.
+    """One SogCLR step for a set of anchors, from their positive logit term and the log of
+    their summed exponentiated negatives' logits.
 
     Args:
-        s: ``(..., R, C)`` logits of every anchor (rows, any number of row axes) against every
-            candidate.
         positive: ``(..., R)`` the anchors' positive logit term.
-        negative: bool, broadcastable to ``s``: which candidates are the anchor's negatives
-            (``n_negatives`` of them per anchor).
+        others: ``(..., R)``, ``log sum_{z in B_i^-} exp(s(i, z))`` over the anchors'
+            ``n_negatives`` negatives, differentiable in the logits.
         log_u, visited: ``(..., R)`` the anchors' stored log partition, and False on a first visit.
     Returns:
         ``(objective, log_u_new)``, both ``(..., R)``: the objective's value is
         ``positive - log u_new``; its gradient that of ``positive - mean_neg w s`` with the
-        stopped weights ``w = exp(s - log u_new)``.
+        stopped weights ``w = exp(s - log u_new)``, written as that of
+        ``positive - exp(others - log u_new) / n_negatives`` (the same gradient: d others / d s
+        is the softmax over the negatives).
     """
     with torch.no_grad():
-        log_g = logsumexp(s.masked_fill(~negative, -math.inf), -1) - math.log(n_negatives)
+        log_g = others - math.log(n_negatives)
         log_u_new = _moving_average(log_u, log_g, visited, gamma)
     value = positive.detach() - log_u_new
-    if not s.requires_grad:
+    if not (positive.requires_grad or others.requires_grad):
         return value, log_u_new
-    # w <= n_negatives / gamma for gamma > 0 (u_new >= gamma g), so exp cannot overflow there
-    weights = (s.detach() - log_u_new.unsqueeze(-1)).exp().masked_fill(~negative, 0.0)
-    surrogate = positive - (weights * s).sum(-1) / n_negatives
+    # exp(others - log u_new) <= n_negatives / gamma for gamma > 0 (u_new >= gamma g): finite
+    surrogate = positive - (others - log_u_new).exp() / n_negatives
     return straight_through(value, surrogate), log_u_new
 
 
@@ -183,7 +183,8 @@ def global_contrastive(
     log_u = _check_state(log_u, visited, tuple(s.shape[:-1]), s)
     own = torch.arange(n, device=s.device) == offset + torch.arange(k, device=s.device)[:, None]
     positive = s.narrow(-1, offset, k).diagonal(dim1=-2, dim2=-1)
-    objective, log_u_new = _global_step(s, positive, ~own, n - 1, log_u, visited, gamma)
+    others = logsumexp(s.masked_fill(own, -math.inf), -1)
+    objective, log_u_new = _global_step(positive, others, n - 1, log_u, visited, gamma)
     return objective.mean(-1), log_u_new
 
 
@@ -196,6 +197,7 @@ def sogclr_loss(
     *,
     candidates: Tensor | None = None,
     offset: int = 0,
+    memory_budget: int = 2**30,
     validate_args: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """SogCLR training loss on M views (Yuan et al. 2022, Algorithm 1), and the new partitions.
@@ -226,6 +228,8 @@ def sogclr_loss(
         gamma: moving-average weight in [0, 1]. temperature: ``tau > 0``.
         candidates: ``(..., N, M, D)``, e.g. gathered from every process; default ``z``.
         offset: anchor i's own sample is ``candidates[offset + i]``.
+        memory_budget: bytes the ``(K, M, N, M)`` logits may take; beyond it they are computed
+            in blocks and recomputed in the backward (``mibounds.tiled``).
     Returns:
         ``(loss, log_u_new)``: ``(...)`` and ``(..., K)``.
     """
@@ -235,18 +239,16 @@ def sogclr_loss(
     k, m = x.shape[-3:-1]
     n = c.shape[-3]
     log_u = _check_state(log_u, visited, tuple(x.shape[:-2]), x)
-    x = nnf.normalize(x, dim=-1)
-    c = x if candidates is None else nnf.normalize(c, dim=-1)
-    S = torch.einsum("...iad,...jbd->...iajb", x, c) / tau
+    c = nnf.normalize(c, dim=-1)
+    anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
     # positives S[i, a, p_i, b] indexed [i, a, b], then their mean over b != a
-    pos = S.narrow(-2, offset, k).diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
+    pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
     positive = (pos.sum(-1) - pos.diagonal(dim1=-2, dim2=-1)) / (m - 1)
-    own = torch.arange(n, device=S.device) == offset + torch.arange(k, device=S.device)[:, None]
-    negative = (~own)[:, None, :, None].expand(k, 1, n, m).reshape(k, 1, n * m)
+    # log sum over every view of every other sample, dense or in blocks (mibounds.tiled)
+    neg = negatives_logsumexp(anchors, c, offset, memory_budget=memory_budget, validate_args=False)
     objective, log_u_rows = _global_step(
-        S.flatten(-2),
         positive,
-        negative,
+        logsumexp(neg, -1),
         m * (n - 1),
         log_u.unsqueeze(-1).expand(*log_u.shape, m),
         visited.unsqueeze(-1).expand(*visited.shape, m),

@@ -1,7 +1,7 @@
 """Contrastive log partitions over the other samples without the quadratic score tensor.
 
-The poly-view training loss (``polyview.polyview_loss``, both candidate sets), Multi-Crop's
-NT-Xent (``vision.objectives.multicrop_loss``) and SogCLR (``sogclr.sogclr_loss``) score K anchor
+The poly-view training loss (``polyview.polyview_loss``, every candidate set, Multi-Crop's
+NT-Xent among them) and SogCLR's (``sogclr.sogclr_loss``) score K anchor
 samples of M views against N candidate samples, ``S[i, a, j, b] = <A_ia, C_jb>``, but need from
 the ``(K, M, N, M)`` scores only the positives ``pos[i, a, b] = S[i, a, offset + i, b]`` (a
 ``(K, M, M)`` einsum) and the log partition of every anchor over the *other* samples' view b,
@@ -9,7 +9,8 @@ the ``(K, M, N, M)`` scores only the positives ``pos[i, a, b] = S[i, a, offset +
     neg[i, a, b] = logsumexp_{j != offset + i} S[i, a, j, b]          (K, M, M)
 
 from which, per anchor ``(i, a)`` and target view ``b`` (the losses: docs/polyview.md,
-docs/sogclr.md; tests/test_tiled.py checks each identity against the loss):
+docs/sogclr.md; the losses are written this way, and tests/test_polyview.py and
+tests/test_sogclr.py check them against loop references):
 
 - same-view candidates: ``CE = logaddexp(neg, pos) - pos``;
 - all views of the other samples: ``others = logsumexp_b neg``, ``CE = logaddexp(others, pos)
@@ -33,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from mibounds._checks import check_at_least, check_finite, compute_dtype
+from mibounds._checks import check_at_least, check_finite, check_offset, compute_dtype
 from mibounds._numerics import _floor, logsumexp
 
 __all__ = ["negatives_logsumexp"]
@@ -66,17 +67,6 @@ def _check_embeddings(t: Tensor, name: str, validate_args: bool) -> Tensor:
     return compute_dtype(t)
 
 
-def _check_offset(offset: int, k: int, n: int) -> int:
-    """The K anchors' own samples are candidates ``[offset, offset + K)`` of N."""
-    check_at_least(offset, 0, "offset")
-    if offset + k > n:
-        raise ValueError(
-            f"offset + K must be <= N: the own samples of the K = {k} anchors are candidates "
-            f"[offset, offset + K) = [{offset}, {offset + k}), but N = {n}"
-        )
-    return offset
-
-
 def _check_pair(
     anchors: Tensor, candidates: Tensor, offset: int, validate_args: bool
 ) -> tuple[Tensor, Tensor]:
@@ -98,7 +88,7 @@ def _check_pair(
         raise ValueError(
             f"candidates need N >= 2 samples, so that every anchor has a negative, got N = {n}"
         )
-    _check_offset(offset, k, n)
+    check_offset(offset, k, n)
     return a, c
 
 

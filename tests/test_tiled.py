@@ -1,7 +1,7 @@
 """Tests of mibounds.tiled: the tiled path against the dense one (values, gradients of both
 inputs, gathered candidates, ragged blocks, float32 / float64 / half precision, gradcheck), the
-memory the tiled path keeps, the losses composed from (pos, neg) against polyview_loss,
-multicrop_loss and sogclr_loss, and bad input."""
+memory the tiled path keeps, the losses built on it (polyview_loss for every candidate set and
+aggregate, sogclr_loss) tiled against dense, and bad input."""
 
 from __future__ import annotations
 
@@ -16,10 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mibounds import polyview as P
 from mibounds import sogclr
-from mibounds._numerics import logsumexp
-from mibounds.bounds import _straight_through
 from mibounds.tiled import negatives_logsumexp
-from mibounds.vision.objectives import multicrop_loss
 
 # rounding of float32 / float64 logsumexps and matmuls over a few dozen terms; the brief of the
 # tiled path is agreement with the dense one to 1e-5 (float32) and 1e-10 (float64)
@@ -237,36 +234,6 @@ def test_tiled_never_holds_the_scores():
 # ------------------------------------------------------------------- the losses from (pos, neg)
 
 
-def parts(z, temperature, candidates, offset, **kwargs):
-    """``(pos, neg)`` for cosine scores over the temperature: anchors ``u / tau``."""
-    c = nnf.normalize(z if candidates is None else candidates, dim=-1)
-    anchors = nnf.normalize(z, dim=-1) / temperature
-    k = z.shape[-3]
-    pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
-    return pos, negatives_logsumexp(anchors, c, offset, **kwargs)
-
-
-def composed_polyview_loss(
-    z, temperature=0.1, aggregate="arithmetic", negatives="all_views", *, candidates=None,
-    offset=0, **kwargs,
-):  # fmt: skip
-    """``polyview_loss`` from (pos, neg): same_view ``CE = logaddexp(neg, pos) - pos``,
-    all_views ``CE = logaddexp(logsumexp_b neg, pos) - pos``; then the b-aggregate."""
-    pos, neg = parts(z, temperature, candidates, offset, **kwargs)
-    partition = neg if negatives == "same_view" else logsumexp(neg, -1).unsqueeze(-1)
-    ce = torch.logaddexp(partition, pos) - pos
-    same_view = P._same_view(z.shape[-2], z.device)
-    return -P._reduce_other_views(-ce, same_view, aggregate).mean((-2, -1))
-
-
-def composed_multicrop_loss(z, temperature=0.1, *, candidates=None, offset=0, **kwargs):
-    """NT-Xent of pair (a, b): ``CE = logsumexp(pos, neg[a, b], neg[a, a]) - pos``."""
-    pos, neg = parts(z, temperature, candidates, offset, **kwargs)
-    same = neg.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)
-    ce = logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, same)), 0) - pos
-    return ce[:, ~torch.eye(z.shape[-2], dtype=torch.bool)].mean()
-
-
 def loss_and_grad(loss, k: int, m: int, seed: int, extra: int, **kwargs):
     """``loss`` and its gradient w.r.t. every embedding; with ``extra`` rows of other processes
     the anchors are rows ``[offset, offset + K)`` of the candidates (both carry gradients)."""
@@ -280,74 +247,53 @@ def loss_and_grad(loss, k: int, m: int, seed: int, extra: int, **kwargs):
     return value.detach(), *torch.autograd.grad(value, every)
 
 
-PATHS = [{"block_size": 2}, {"block_size": 3}, DENSE]
+def budget_for(k: int, m: int, rows: int) -> int:
+    """A memory budget that leaves float64 scores in blocks of ``rows`` candidate rows (two
+    block buffers of K M M rows doubles), far below the dense path's."""
+    return 2 * 8 * k * m * m * rows
 
 
 @pytest.mark.parametrize("negatives", P.NEGATIVES)
-@pytest.mark.parametrize("aggregate", P.AGGREGATES)
-@pytest.mark.parametrize("extra", [0, 5])
-def test_composed_polyview_loss(negatives, aggregate, extra):
-    """polyview_loss == its (pos, neg) composition, value and gradient, float64."""
+@pytest.mark.parametrize("aggregate", P.LOSS_AGGREGATES)
+@pytest.mark.parametrize(("k", "extra"), [(5, 0), (4, 5), (1, 4)])
+def test_polyview_loss_in_blocks_equals_the_dense_loss(negatives, aggregate, k, extra):
+    """polyview_loss past its memory budget (blocks of 2 and 3 candidate rows) gives the dense
+    loss's value and gradient, float64, to 1e-10 (with gathered candidates, K = 1 too)."""
+    if k == 1 and not extra:
+        pytest.skip("one anchor needs gathered candidates")
     args = {"temperature": 0.1, "aggregate": aggregate, "negatives": negatives}
-    expected = loss_and_grad(P.polyview_loss, 5, 3, 20, extra, **args)
-    for path in PATHS:
-        got = loss_and_grad(composed_polyview_loss, 5, 3, 20, extra, **args, **path)
+    expected = loss_and_grad(P.polyview_loss, k, 3, 20, extra, **args)
+    for rows in (2, 3):
+        budget = {"memory_budget": budget_for(k, 3, rows)}
+        got = loss_and_grad(P.polyview_loss, k, 3, 20, extra, **args, **budget)
         for x, y in zip(got, expected, strict=True):
             assert_close(x, y, 1e-10)
-
-
-@pytest.mark.parametrize("k, m, extra", [(5, 2, 0), (4, 4, 0), (4, 3, 6), (1, 3, 4)])
-def test_composed_multicrop_loss(k, m, extra):
-    """multicrop_loss == its (pos, neg) composition (K = 1 with gathered candidates too)."""
-    expected = loss_and_grad(multicrop_loss, k, m, 21, extra, temperature=0.2)
-    for path in PATHS:
-        got = loss_and_grad(composed_multicrop_loss, k, m, 21, extra, temperature=0.2, **path)
-        for x, y in zip(got, expected, strict=True):
-            assert_close(x, y, 1e-10)
-
-
-def composed_sogclr_loss(z, log_u, visited, gamma, temperature=0.1, *, candidates=None,
-                         offset=0, **kwargs):  # fmt: skip
-    """SogCLR from (pos, neg): ``log g = logsumexp_b neg - log(M (N - 1))``, and the
-    surrogate's gradient ``-mean_neg exp(s - log u)`` as that of ``-exp(logsumexp_b neg -
-    log u) / (M (N - 1))``."""
-    m = z.shape[-2]
-    n = z.shape[-3] if candidates is None else candidates.shape[-3]
-    pos, neg = parts(z, temperature, candidates, offset, **kwargs)
-    positive = pos.masked_fill(P._same_view(m, z.device), 0.0).sum(-1) / (m - 1)
-    others = logsumexp(neg, -1)
-    count = m * (n - 1)
-    log_u_new = sogclr._moving_average(
-        log_u[..., None], others.detach() - math.log(count), visited[..., None], gamma
-    )
-    surrogate = positive - (others - log_u_new).exp() / count
-    objective = _straight_through(positive.detach() - log_u_new, surrogate)
-    return -objective.mean((-2, -1)), logsumexp(log_u_new, -1) - math.log(m)
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 @pytest.mark.parametrize("extra", [0, 4])
-def test_composed_sogclr_loss(gamma, extra):
-    """sogclr_loss == its (pos, neg) composition: value, gradient and the new log u."""
+def test_sogclr_loss_in_blocks_equals_the_dense_loss(gamma, extra):
+    """sogclr_loss past its memory budget: the dense loss's value, gradient and new log u."""
     k = 4
     log_u = torch.linspace(1.0, 3.0, k, dtype=torch.float64)
     visited = torch.tensor([True, False, True, True])
     state = {"log_u": log_u, "visited": visited, "gamma": gamma}
 
-    def first(loss):
-        return lambda z, **kwargs: loss(z, **kwargs)[0]
+    def first(**budget):
+        return lambda z, **kwargs: sogclr.sogclr_loss(z, **kwargs, **budget)[0]
 
-    expected = loss_and_grad(first(sogclr.sogclr_loss), k, 3, 22, extra, **state)
-    for path in PATHS:
-        got = loss_and_grad(first(composed_sogclr_loss), k, 3, 22, extra, **state, **path)
-        for x, y in zip(got, expected, strict=True):
-            assert_close(x, y, 1e-10)
+    expected = loss_and_grad(first(), k, 3, 22, extra, **state)
+    got = loss_and_grad(first(memory_budget=budget_for(k, 3, 2)), k, 3, 22, extra, **state)
+    for x, y in zip(got, expected, strict=True):
+        assert_close(x, y, 1e-10)
     every = embeddings((k + extra, 3, 6), 22)
     z = every[extra // 2 : extra // 2 + k]
     gathered = {"candidates": every, "offset": extra // 2} if extra else {}
-    _, expected_log_u = sogclr.sogclr_loss(z, log_u, visited, gamma, **gathered)
-    _, got_log_u = composed_sogclr_loss(z, log_u, visited, gamma, **gathered, block_size=2)
-    assert_close(got_log_u, expected_log_u, 1e-12)
+    _, dense_log_u = sogclr.sogclr_loss(z, log_u, visited, gamma, **gathered)
+    _, tiled_log_u = sogclr.sogclr_loss(
+        z, log_u, visited, gamma, **gathered, memory_budget=budget_for(k, 3, 2)
+    )
+    assert_close(tiled_log_u, dense_log_u, 1e-12)
 
 
 # ------------------------------------------------------------------------------- bad input

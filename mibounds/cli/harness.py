@@ -65,6 +65,47 @@ _RESUMABLE = one_line_errors(
 )
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    """Where the groups of runs train: local processes, a Dask cluster or SLURM job arrays."""
+    g = p.add_argument_group("distributed engine (mibounds.harness.executors)")
+    g.add_argument(
+        "--executor",
+        choices=("process", "dask", "slurm"),
+        default="process",
+        help="process: --jobs local processes; dask: a Dask cluster (--scheduler, or a local "
+        "one of --jobs workers; extra [dask]); slurm: submitit job arrays (extra [slurm]) "
+        "(default process)",
+    )
+    g.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, tcp://host:8786")
+    g.add_argument("--partition", help="SLURM partition (--executor slurm)")
+    g.add_argument("--time", type=int, metavar="MIN", help="minutes per SLURM array task")
+    g.add_argument("--mem", type=float, metavar="GB", help="memory per SLURM array task")
+    g.add_argument(
+        "--runs-per-task", type=int, metavar="N", help="runs packed into each SLURM array task"
+    )
+
+
+def _executor_options(args: argparse.Namespace) -> dict:
+    """``run_sweep``'s executor keywords from the options, checked."""
+    from mibounds.harness.executors import SlurmOptions
+
+    given = {
+        k: v
+        for k, v in {
+            "partition": args.partition,
+            "time": args.time,
+            "mem": args.mem,
+            "runs_per_task": args.runs_per_task,
+        }.items()
+        if v is not None
+    }
+    if given and args.executor != "slurm":
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ValueError(f"{flags} need --executor slurm")
+    slurm = SlurmOptions(**given) if args.executor == "slurm" else None
+    return {"executor": args.executor, "scheduler": args.scheduler, "slurm": slurm}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sweep``, ``reproduce``, ``plot`` and ``analytic`` to the ``mibounds`` command."""
     from mibounds.catalogue import CATALOGUE
@@ -105,6 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         out="directory of the results file (default runs/<name>, or runs/<name>-quick)",
         jobs="train N settings at once",
     )
+    _add_executor(p)
     p.set_defaults(func=_RESUMABLE(_sweep))
 
     listing = "\n".join(f"  {n:<18} {r.summary}" for n, r in REPRODUCTIONS.items())
@@ -139,6 +181,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "otherwise figures/ and paper_tables/)",
         jobs="train N settings at once",
     )
+    _add_executor(p)
     p.set_defaults(func=_RESUMABLE(_reproduce))
 
     p = subparsers.add_parser(
@@ -221,6 +264,7 @@ def _sweep(args: argparse.Namespace) -> int:
         sweep = sweep.shard(*parse_shard(args.shard))
     args.out = args.out or Path("runs") / (sweep.name + ("-quick" if args.quick else ""))
     apply_common(args)
+    engine = _executor_options(args)
     results = args.results or results_path(args.out, sweep)
     todo = _pending(sweep, results)  # refuses a results file of another grid, before training
     if args.dry_run:
@@ -233,6 +277,7 @@ def _sweep(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         jobs=args.jobs,
         threads=args.threads,
+        **engine,
     )
     print(f"{len(frame)} runs in {results}")
     if args.plot:
@@ -251,6 +296,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     sweep = load_grid(args.name, args.config, quick=args.quick)
     results, figures, tables = outputs(sweep, args.out, quick=args.quick)
     apply_common(args)
+    engine = _executor_options(args)
     for directory in {results.parent, figures, tables}:
         check_writable(directory)
     todo = _pending(sweep, results)
@@ -270,6 +316,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         threads=args.threads,
         command=command,
+        **engine,
     )
     print("wrote:\n" + "\n".join(f"  {p}" for p in paths))
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -125,8 +126,12 @@ def reproduce(
     jobs: int = 1,
     threads: int = 1,
     command: str | None = None,
+    **engine: Any,
 ) -> list[Path]:
     """Run reproduction ``name`` and write its outputs; returns the paths written.
+
+    ``engine``: ``run_sweep``'s ``executor``, ``scheduler`` and ``slurm`` (a Dask cluster or
+    SLURM job arrays instead of local processes, ``mibounds.harness.executors``).
 
     Outputs: with ``out`` (default ``runs/<sweep name>-quick`` when ``quick``) the results,
     figures and table all go there; otherwise results go to ``runs/<sweep name>/results.jsonl``,
@@ -138,7 +143,9 @@ def reproduce(
     sweep = load_sweep(config_path, quick=quick)
     results, figures, tables = outputs(sweep, out, quick=quick)
     started = time.perf_counter()
-    frame = run_sweep(sweep, results, device=device, progress=progress, jobs=jobs, threads=threads)
+    frame = run_sweep(
+        sweep, results, device=device, progress=progress, jobs=jobs, threads=threads, **engine
+    )
     ctx = Context(
         name=name,
         quick=quick,
