@@ -1,6 +1,6 @@
 """Critics: batched score functions ``f(x, y)`` for the MI bounds, learned and analytic.
 
-Every critic (``shared/reference/bounds.md`` §1) maps
+Every critic (docs/conventions.md#score-layouts) maps
 
 - pairwise: ``x: (..., K, d), y: (..., K, d) -> scores: (..., K, K)``, ``scores[..., i, j] =
   f(x_i, y_j)``, positives on the diagonal; leading dimensions are batch dimensions;
@@ -236,7 +236,7 @@ class ConcatCritic(Critic):
 
 class AnalyticPairCritic(Critic):
     """The optimal critic on Gaussian pairs or equicorrelated views with correlation ``rho``:
-    ``f*(x, y) = log p(y | x) / p(y)`` (``mibounds.gaussian.pair_log_ratio``; bounds.md §4).
+    ``f*(x, y) = log p(y | x) / p(y)`` (``mibounds.gaussian.pair_log_ratio``; docs/gaussian.md).
 
     No parameters; works for any d. Multi-view mode gives ``multiview_log_ratio``.
     """
@@ -257,7 +257,7 @@ class AnalyticPairCritic(Critic):
 class AnalyticOneVsRestCritic(nn.Module):
     """The optimal set critic on M equicorrelated views: ``forward(z: (..., K, M, d)) ->
     F: (..., M, K, K)``, ``F[a, i, j] = log p(x_{i,a} | X_{j,\\a}) / p(x_{i,a})``
-    (``mibounds.gaussian.one_vs_rest_log_ratio``; bounds.md §4).
+    (``mibounds.gaussian.one_vs_rest_log_ratio``; docs/gaussian.md#analytic-critics).
     """
 
     def __init__(self, rho: float) -> None:

@@ -1,6 +1,6 @@
 """Gaussian data with known mutual information, and the exact log density ratios on it.
 
-``shared/reference/bounds.md`` §4. Two families, each with a closed-form MI in nats:
+docs/gaussian.md. Two families, each with a closed-form MI in nats:
 
 - pairs ``x ~ N(0, I_d)``, ``y = rho x + sqrt(1 - rho^2) eps``: ``I(x; y) = -(d/2) log(1 - rho^2)``
   (Poole et al. 2019, arXiv 1905.06922, §5, and its 2-4-6-8-10 staircase; Zhu et al. 2020, EqCo);
@@ -64,7 +64,7 @@ def _check_views_m(m: int) -> int:
 def mi_from_rho(rho: float, d: int) -> float:
     """MI between ``x ~ N(0, I_d)`` and ``y = rho x + sqrt(1 - rho^2) eps``, in nats.
 
-    ``I(x; y) = -(d/2) log(1 - rho^2)``  (Poole et al. 2019, §5; bounds.md §4). Also the MI
+    ``I(x; y) = -(d/2) log(1 - rho^2)``  (Poole et al. 2019, §5; docs/gaussian.md). Also the MI
     between any two of M equicorrelated views.
 
     Args:
@@ -103,7 +103,7 @@ def one_vs_rest_mi(rho: float, d: int, m: int | float) -> float:
     ``I(x_a; X_{\\a}) = (d/2) log[(1 + (M-2) rho) / ((1 - rho)(1 + (M-1) rho))]``,
     ``-(d/2) log(1 - rho)`` (``= I(x_a; c)``) as M -> inf; at M = 2 it is :func:`mi_from_rho`.
     The log-det formula of :func:`gaussian_mi` applied to the equicorrelated covariance
-    (bounds.md §4); the quantity Shidani et al. 2024's one-vs-rest bounds estimate.
+    (docs/gaussian.md); the quantity Shidani et al. 2024's one-vs-rest bounds estimate.
 
     Args:
         rho: correlation between any two views, in ``[0, 1)``.
@@ -137,7 +137,7 @@ def gaussian_mi(cov: Tensor, idx_a: Sequence[int], idx_b: Sequence[int]) -> floa
     """MI between two disjoint blocks A and B of a Gaussian vector with covariance ``cov``, nats.
 
     ``I(A; B) = (1/2) [log det S_AA + log det S_BB - log det S]``, ``S`` the covariance of
-    ``(A, B)`` together (from the Gaussian entropy ``(1/2) log det(2 pi e S)``; bounds.md §4).
+    ``(A, B)`` together (from the Gaussian entropy ``(1/2) log det(2 pi e S)``; docs/gaussian.md).
     Computed in float64 through Cholesky factors.
 
     Args:
@@ -250,7 +250,7 @@ def sample_views(
 
     Each view is ``N(0, I_d)``, two views correlate by ``rho`` per coordinate (covariance
     ``equicorrelated_cov(m, rho)`` across views), ``I(x_a; x_b) = mi_from_rho(rho, d)`` and
-    ``I(x_a; X_{\\a}) = one_vs_rest_mi(rho, d, m)`` nats (bounds.md §4).
+    ``I(x_a; X_{\\a}) = one_vs_rest_mi(rho, d, m)`` nats (docs/gaussian.md#equicorrelated-views).
 
     Args:
         k: samples, >= 2. m: views, >= 2. d: dimension, >= 1. rho: in ``[0, 1)``.
@@ -280,7 +280,7 @@ def pair_log_ratio(x: Tensor, y: Tensor, rho: float) -> Tensor:
     """The optimal critic on Gaussian pairs: ``f*(x_i, y_j) = log p(y_j | x_i) / p(y_j)``, nats.
 
     ``f*(x, y) = -(d/2) log(1 - rho^2) + (rho x.y - rho^2 (|x|^2 + |y|^2) / 2) / (1 - rho^2)``
-    (bounds.md §4). ``E[f*(x, y)]`` over positive pairs is ``mi_from_rho(rho, d)``.
+    (docs/gaussian.md). ``E[f*(x, y)]`` over positive pairs is ``mi_from_rho(rho, d)``.
 
     Args:
         x, y: ``(..., K, d)``, rows are samples; rho: correlation in ``(-1, 1)``.
@@ -301,7 +301,7 @@ def multiview_log_ratio(z: Tensor, rho: float) -> Tensor:
 
     ``S[i, a, j, b] = f*(x_{i,a}, x_{j,b}) = log p(x_{j,b} | x_{i,a}) / p(x_{j,b})`` with
     ``f*`` of :func:`pair_log_ratio` (any two views are a pair with correlation rho): the exact
-    critic for Multi-Crop and the PVC bounds (Shidani et al. 2024; bounds.md §3-4). The
+    critic for Multi-Crop and the PVC bounds (Shidani et al. 2024; docs/gaussian.md). The
     diagonal ``a = b`` is computed too, with the same formula; the bounds exclude it.
 
     Args:
@@ -319,7 +319,7 @@ def one_vs_rest_log_ratio(z: Tensor, rho: float) -> Tensor:
 
     ``F[a, i, j] = log p(x_{i,a} | X_{j,\\a}) / p(x_{i,a})``, where per coordinate
     ``x_a | X_{\\a} ~ N(beta sum_{b!=a} x_b, 1 - R^2)``, ``beta = rho / (1 + (M-2) rho)``,
-    ``1 - R^2 = (1 - rho)(1 + (M-1) rho) / (1 + (M-2) rho)`` (bounds.md §4). The rest enters
+    ``1 - R^2 = (1 - rho)(1 + (M-1) rho) / (1 + (M-2) rho)`` (docs/gaussian.md). The rest enters
     only through its sum. ``E[F[a, i, i]]`` is ``one_vs_rest_mi(rho, d, M)``; InfoNCE on ``F``
     is Shidani et al. 2024's one-vs-rest bound at its optimal critic.
 

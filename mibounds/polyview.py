@@ -1,7 +1,7 @@
 """Poly-view MI estimators and the poly-view contrastive training loss.
 
 K samples with M views each (Shidani et al. 2024, "Poly-View Contrastive Learning", ICLR,
-arXiv 2403.05490; ``shared/reference/bounds.md`` §3 and §6). Conventions:
+arXiv 2403.05490; docs/polyview.md). Conventions:
 
 - ``S[..., i, a, j, b] = f(x_{i,a}, x_{j,b})``: a pairwise critic between every two views of
   every two samples, shape ``(..., K, M, K, M)``; anchors are ``(i, a)``.
@@ -418,7 +418,7 @@ def one_vs_rest(F: Tensor, bound: Bound = infonce, *, validate_args: bool = True
     ``I_1vR = mean_a bound(F[a])``
 
     Every pairwise bound carries over: it is applied to the pair ``(x_a, X_{\\a})`` with K i.i.d.
-    tuples (bounds.md §6).
+    tuples (docs/polyview.md#why-the-bounds-hold).
 
     Args:
         F: ``(..., M, K, K)`` set scores, ``F[a, i, j] = F(x_{i,a}, X_{j,\\a})``.
@@ -460,7 +460,7 @@ def sufficient_statistics(
     ``F[a,i,j] = critic(z[i,a], T[j,a])``,  ``I_SS = one_vs_rest(F, bound)``.
 
     A bound for any critic; tight when the critic is the optimal one and the rest enters it
-    only through its mean (as for equicorrelated Gaussians, bounds.md §4).
+    only through its mean (as for equicorrelated Gaussians, docs/gaussian.md#analytic-critics).
 
     Args:
         z: ``(..., K, M, D)`` embeddings (or data) of K samples with M views.

@@ -1,7 +1,7 @@
 """SogCLR: the global contrastive objective with one moving-average partition per dataset item.
 
 Yuan et al. 2022, "Provable Stochastic Optimization for Global Contrastive Learning: Small Batch
-Does Not Harm Performance" (ICML, arXiv 2202.12387), Algorithm 1; ``shared/reference/bounds.md``
+Does Not Harm Performance" (ICML, arXiv 2202.12387), Algorithm 1; docs/sogclr.md
 §7. Over a finite dataset of n items, anchor i keeps ``u_i``, a moving average of its minibatch
 partition estimate over the in-batch negatives ``B_i^-``:
 

@@ -1,5 +1,5 @@
 """Tests of mibounds.gaussian: the closed-form MIs against the log-det formula and the table of
-bounds.md §4, Monte-Carlo checks of the analytic critics, the samplers' moments, seeds, dtypes
+docs/gaussian.md, Monte-Carlo checks of the analytic critics, the samplers' moments, seeds, dtypes
 and devices, the staircase, independent float64 references for the log ratios, and bad input."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def full_views_cov(m: int, rho: float, d: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------- closed forms
 
-# bounds.md §4: one-vs-rest MI, d = 1, to 4 decimals
+# docs/gaussian.md: one-vs-rest MI, d = 1, to 4 decimals
 TABLE = {
     0.5: {2: 0.1438, 4: 0.2350, 8: 0.2877, 10: 0.2989, 16: 0.3163, math.inf: 0.3466},
     0.9: {2: 0.8304, 4: 1.0119, 8: 1.0855, 10: 1.0992, 16: 1.1193, math.inf: 1.1513},
@@ -106,7 +106,7 @@ def test_gaussian_mi_of_independent_blocks_is_zero_and_ignores_other_indices() -
 @settings(max_examples=100, deadline=None)
 @given(rho=st.floats(-0.9999, 0.9999), d=st.integers(1, 64))
 def test_rho_from_mi_inverts_mi_from_rho(rho: float, d: int) -> None:
-    """bounds.md §4: rho(I) = sqrt(1 - exp(-2 I / d)) inverts I(rho) = -(d/2) log(1 - rho^2) on
+    """docs/gaussian.md: rho(I) = sqrt(1 - exp(-2 I / d)) inverts I(rho) = -(d/2) log(1 - rho^2) on
     rho >= 0; I depends on rho only through rho^2."""
     assert rho_from_mi(mi_from_rho(rho, d), d) == pytest.approx(abs(rho), rel=1e-9, abs=1e-12)
 

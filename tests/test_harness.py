@@ -198,7 +198,7 @@ def test_every_shipped_grid_is_valid_and_every_reproduction_has_one():
 def test_record_fields_and_true_mi():
     config = tiny(objective="infonce")
     (record,) = train(config, [3])
-    mi = -0.5 * 2 * math.log(1 - 0.8**2)  # d = 2, bounds.md §4
+    mi = -0.5 * 2 * math.log(1 - 0.8**2)  # d = 2, docs/gaussian.md#correlated-pairs
     assert record["seed"] == 3 and record["true_mi"] == pytest.approx(mi)
     assert record["gap"] == pytest.approx(mi - record["estimate_mean"])
     assert record["relative_mi"] == pytest.approx(mi / record["estimate_mean"])

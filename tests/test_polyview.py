@@ -241,7 +241,8 @@ def test_estimators_work_under_vmap_without_value_checks() -> None:
 
 @pytest.mark.parametrize("k", [2, 3, 16])
 def test_at_two_views_all_estimators_are_infonce_averaged_over_directions(k: int) -> None:
-    """bounds.md §3: at M = 2 there is one other view, so every aggregate is pairwise InfoNCE."""
+    """docs/polyview.md: at M = 2 there is one other view, so every aggregate is pairwise
+    InfoNCE."""
     S = random_scores((k, 2, k, 2), seed=k)
     both = (infonce(S[:, 0, :, 1]) + infonce(S[:, 1, :, 0])) / 2
     for estimate in (P.multicrop(S), P.arithmetic(S), P.geometric(S)):
@@ -291,7 +292,7 @@ poly_scores = st.tuples(st.integers(2, 5), st.integers(2, 4)).flatmap(
 @settings(max_examples=80, deadline=None)
 @given(poly_scores)
 def test_log_k_bounds_arithmetic_bounds_geometric_equals_multicrop(s: np.ndarray) -> None:
-    """Shidani et al. 2024 (bounds.md §3): log K >= Arithmetic PVC >= Geometric PVC on every
+    """Shidani et al. 2024 (docs/polyview.md): log K >= Arithmetic PVC >= Geometric PVC on every
     batch (each ratio r <= K; Jensen), and Geometric PVC == Multi-Crop InfoNCE."""
     S = torch.from_numpy(s)
     k = s.shape[0]
@@ -360,7 +361,7 @@ def mean_and_se(estimates: torch.Tensor) -> tuple[float, float]:
 
 def exact_rest_critic(m: int):
     """The optimal one-vs-rest critic written on (x_a, T), T = mean of the other m - 1 views
-    (bounds.md §4): x_a | rest ~ N(beta T, 1 - R^2) per coordinate, beta = (m-1) rho / (1 +
+    (docs/gaussian.md): x_a | rest ~ N(beta T, 1 - R^2) per coordinate, beta = (m-1) rho / (1 +
     (m-2) rho), R^2 = (m-1) rho^2 / (1 + (m-2) rho); critic = log p(x_a | T) - log p(x_a)."""
     beta = (m - 1) * RHO / (1 + (m - 2) * RHO)
     resid = 1 - (m - 1) * RHO**2 / (1 + (m - 2) * RHO)
@@ -376,7 +377,7 @@ def exact_rest_critic(m: int):
 
 
 def test_exact_rest_critic_matches_the_analytic_one_vs_rest_critic() -> None:
-    """The rest enters the optimal critic only through its sum (bounds.md §4), so the critic on
+    """The rest enters the optimal critic only through its sum (docs/gaussian.md), so the critic on
     the mean T must reproduce mibounds.gaussian's F to rounding."""
     z = gaussian_views(8)[:2]
     rest = (z.sum(-2, keepdim=True) - z) / 7

@@ -111,7 +111,7 @@ def grad_of(f, x):
 @pytest.mark.parametrize("gamma", [1.0, 0.9])  # 0.9: the first visit uses gamma = 1
 @pytest.mark.parametrize(("k", "n", "offset"), [(2, 2, 0), (5, 5, 0), (4, 9, 3)])
 def test_whole_dataset_first_visit_gradient_is_decoupled_infonce(gamma, k, n, offset):
-    """bounds.md §7: with gamma = 1 and the whole dataset in one batch, u_i is the minibatch
+    """docs/sogclr.md: with gamma = 1 and the whole dataset in one batch, u_i is the minibatch
     partition over the in-batch negatives, so the surrogate's gradient is InfoNCE's with the
     positive decoupled from the negatives; the value is the decoupled InfoNCE estimate."""
     scores = randn(k, n, seed=k + n, requires_grad=True)
@@ -434,7 +434,7 @@ def test_moving_average_tracks_the_whole_dataset_partition():
 
 
 def pair_critic(x: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-    """Exact log p(y|x)/p(y) for unit-variance pairs with correlation rho (bounds.md §4), d = 1:
+    """Exact log p(y|x)/p(y) for unit-variance pairs with correlation rho (docs/gaussian.md), d = 1:
     (..., K) x (..., K) -> (..., K, K)."""
     x, y = x.unsqueeze(-1), y.unsqueeze(-2)
     return -0.5 * math.log(1 - rho**2) + (rho * x * y - rho**2 * (x**2 + y**2) / 2) / (1 - rho**2)

@@ -7,7 +7,7 @@ batched training equals training each seed alone.
 
 Sources are pluggable: ``register_source(name, build, defaults)`` adds one that a
 ``RunConfig(source=name, source_params=...)`` then selects. Two are built in, sharing one
-sampler (bounds.md §4):
+sampler (docs/gaussian.md):
 
 - ``gaussian`` (``GaussianStream``): a fresh batch every step, an unlimited stream;
 - ``gaussian_finite`` (``GaussianDataset``, ``source_params = {n = ...}``): n items drawn once
@@ -58,7 +58,7 @@ def seed_generator(seed: int, purpose: str, device: torch.device | str = "cpu") 
 
 
 class GaussianStream:
-    """Correlated Gaussians with known MI, a fresh batch every step (bounds.md §4).
+    """Correlated Gaussians with known MI, a fresh batch every step (docs/gaussian.md).
 
     Pairs (``config.m is None``): ``x ~ N(0, I_d)``, ``y = rho x + sqrt(1 - rho^2) eps``.
     Views: M equicorrelated views with pairwise correlation rho. With ``mi_levels`` (Poole's

@@ -45,15 +45,15 @@ def report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
     seeds = frame.groupby("setting_key").size().max()
     lines = [
         ctx.header("EqCo Gaussian toy: InfoNCE against EqCo (alpha = 512)", frame),
-        "Zhu et al. 2020 (EqCo), appendix Table 5: d = 20 Gaussian pairs (bounds.md §4), true MI "
-        "in {2, 4, 6, 8, 10} nats, K negatives per query (K + 1 pairs a step). Critic: two MLPs "
-        f"(one per variable; {params_text(first['critic_params'])}"
+        "Zhu et al. 2020 (EqCo), appendix Table 5: d = 20 Gaussian pairs (docs/gaussian.md), "
+        "true MI in {2, 4, 6, 8, 10} nats, K negatives per query (K + 1 pairs a step). Critic: "
+        f"two MLPs (one per variable; {params_text(first['critic_params'])}"
         f", ReLU), separable dot product; Adam, lr = {first['lr']:g}, {int(first['steps'])} "
         f"steps, a fresh batch every step; then the frozen critic's estimate averaged over "
         f"{int(first['eval_batches'])} fresh batches. Cells: mean ± sd over {seeds} seeds (nats).",
         "",
-        "EqCo here is `log(alpha + 1) - L` (bounds.md §2; the paper writes `log alpha - L`), with "
-        "alpha = 512, so at K = 512 negatives it equals InfoNCE exactly; for K < 512 it is an "
+        "EqCo here is `log(alpha + 1) - L` (docs/pairwise.md; the paper writes `log alpha - L`), "
+        "with alpha = 512, so at K = 512 negatives it equals InfoNCE exactly; for K < 512 it is an "
         "estimator, not a bound, and may exceed the true MI.",
         "",
     ]

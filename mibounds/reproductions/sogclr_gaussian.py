@@ -254,14 +254,14 @@ def report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
         ctx.header("SogCLR in the Gaussian harness: global estimate and critic at small K", frame),
         f"Figure: `{shown(figure)}`. Yuan et al. 2022 (SogCLR, ICML, arXiv 2202.12387) keep one "
         "moving-average partition u_i per dataset item, so a small batch's gradient stands in for "
-        "the whole dataset's (bounds.md §7). Here: does that bring the estimate, or the critic, "
+        "the whole dataset's (docs/sogclr.md). Here: does that bring the estimate, or the critic, "
         "closer to the true MI at small K than InfoNCE at the same K, and than InfoNCE at a "
         "large K? Compared: (a) SogCLR's global estimate, (b) the SogCLR-trained critic's "
         "InfoNCE bound, (c) InfoNCE trained at the same K, (d) InfoNCE trained at a large K.",
         "",
         "## Set-up (our choices; the paper has no Gaussian experiment)",
         "",
-        f"- Data: d = {int(first['d'])} Gaussian pairs (bounds.md §4) with true MI "
+        f"- Data: d = {int(first['d'])} Gaussian pairs (docs/gaussian.md) with true MI "
         f"{', '.join(f'{v:g}' for v in mis)} nats; a finite dataset of n = {n} pairs drawn once "
         "per seed, visited in shuffled epochs (a fresh permutation per epoch and seed); held-out "
         "batches are fresh draws. The large-K reference also trains on the unlimited stream.",
