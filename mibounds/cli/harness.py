@@ -11,6 +11,7 @@ import math
 import textwrap
 from pathlib import Path
 
+import mibounds.vision.sweeps  # noqa: F401 (registers the "vision" kind of sweeps)
 from mibounds.cli.errors import one_line_errors
 from mibounds.cli.options import (
     add_common,
@@ -233,12 +234,7 @@ def _print_pending(sweep, todo, results: Path) -> None:
         f"{sum(len(s) for _, s in todo)} pending, results {results}"
     )
     for setting, seeds in todo:
-        print(
-            f"  {setting.objective_label:<32} k={setting.k} m={setting.m} rho={setting.rho} "
-            f"mi={setting.mi} steps={setting.steps}"
-            + (f" tag={setting.tag}" if setting.tag else "")
-            + f"  seeds {list(seeds)}"
-        )
+        print(f"  {setting.label()}  seeds {list(seeds)}")
 
 
 def _pending(sweep, results: Path) -> list:

@@ -271,6 +271,19 @@ class RunConfig:
         out["eval_infonce_k"] = list(self.eval_infonce_k)
         return out
 
+    def label(self) -> str:
+        """``objective k=.. [m=..] rho=..|mi=..|mi_levels=[..] [tag=..]``: the setting in one
+        line, for listings and messages."""
+        if self.rho is not None:
+            data = f"rho={self.rho:g}"
+        elif self.mi is not None:
+            data = f"mi={self.mi:g}"
+        else:
+            data = f"mi_levels={list(self.mi_levels)}"
+        views = f" m={self.m}" if self.m is not None else ""
+        tag = f" tag={self.tag}" if self.tag else ""
+        return f"{self.objective_label} k={self.k}{views} {data}{tag}"
+
     def key(self) -> str:
         """A stable 16-hex-digit hash of every field: the identity of this setting.
 
@@ -334,6 +347,9 @@ class Sweep:
     setting_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     """Seeds of the settings (by ``RunConfig.key``) whose grid gave its own; the others run
     ``seeds``."""
+    kind: str = "gaussian"
+    """What the settings are: ``"gaussian"`` (``RunConfig``) or a registered kind
+    (``mibounds.harness.interface.KINDS``, e.g. ``"vision"``)."""
 
     def __post_init__(self) -> None:
         if not self.settings:
@@ -352,6 +368,8 @@ class Sweep:
             }
             if self.setting_seeds:  # absent otherwise: older grids keep their hash
                 grid["setting_seeds"] = {k: list(v) for k, v in sorted(self.setting_seeds.items())}
+            if self.kind != "gaussian":
+                grid["kind"] = self.kind
             object.__setattr__(self, "grid_hash", _digest(grid))
 
     def seeds_of(self, setting: RunConfig) -> tuple[int, ...]:
@@ -389,7 +407,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-_SWEEP_KEYS = ("name", "description", "seeds", "run", "grid", "quick")
+_SWEEP_KEYS = ("name", "description", "trainer", "seeds", "run", "grid", "quick")
 _QUICK_KEYS = ("seeds", "run", "grid")
 
 
@@ -402,17 +420,31 @@ def _seeds(value: Any) -> tuple[int, ...]:
     raise ValueError(f"seeds must be a count (int >= 1) or a list of ints, got {value!r}")
 
 
-def _expand_grid(run: Mapping[str, Any], grid: Mapping[str, Any], where: str) -> list[RunConfig]:
+def setting_type(kind: str) -> type:
+    """The config class of one setting of a sweep of ``kind``."""
+    from mibounds.harness.interface import KINDS
+
+    if kind == "gaussian":
+        return RunConfig
+    if kind not in KINDS:
+        known = ["gaussian", *KINDS]
+        raise ValueError(f"unknown trainer {kind!r}{suggest(kind, known)}; expected one of {known}")
+    return KINDS[kind].config
+
+
+def _expand_grid(
+    run: Mapping[str, Any], grid: Mapping[str, Any], where: str, cls: type = RunConfig
+) -> list[Any]:
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items() if k != "seeds"}
     for key, values in axes.items():
         if not values:
             raise ValueError(f"axis {key!r} of {where} is an empty list: the grid is empty")
-    _check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(RunConfig)], where)
+    _check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(cls)], where)
     settings = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo, strict=True))
         try:
-            settings.append(RunConfig.from_dict({**run, **point}, where))
+            settings.append(cls.from_dict({**run, **point}, where))
         except (ValueError, TypeError) as err:
             shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise ValueError(f"{where}, setting {shown or '(base)'}: {err}") from None
@@ -432,6 +464,8 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
     if "seeds" not in data:
         raise ValueError(f"{where} needs seeds (a count or a list)")
     seeds, run, grid = data["seeds"], dict(data.get("run", {})), data.get("grid", {})
+    kind = data.get("trainer", "gaussian")
+    cls = setting_type(kind)
     if quick:
         overrides = data.get("quick")
         if overrides is None:
@@ -450,7 +484,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
     for n, table in enumerate(grids):
         label = f"[grid] of {where}" if len(grids) == 1 else f"[[grid]] #{n + 1} of {where}"
         table_seeds = _seeds(table["seeds"]) if "seeds" in table else default_seeds
-        for s in _expand_grid(run, table, label):
+        for s in _expand_grid(run, table, label, cls):
             key = s.key()
             settings.setdefault(key, s)
             seeds_by_key.setdefault(key, set()).update(table_seeds)
@@ -462,6 +496,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
         seeds=default_seeds,
         description=str(data.get("description", "")),
         base=run,
+        kind=kind,
         setting_seeds={
             key: tuple(sorted(seeds_by_key[key]))
             for key in settings

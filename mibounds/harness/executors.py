@@ -142,20 +142,13 @@ class SlurmOptions:
 
 
 def describe_group(setting: RunConfig, seeds: Sequence[int]) -> str:
-    """``objective k=.. [m=..] rho=..|mi=..|mi_levels=[..] seeds [..]``: a group in one line.
+    """A group in one line: the setting's ``label()`` and the seeds.
 
     Example:
         >>> describe_group(RunConfig("nwj", k=8, rho=0.5), (0, 1))
         'nwj k=8 rho=0.5 seeds [0, 1]'
     """
-    if setting.rho is not None:
-        data = f"rho={setting.rho:g}"
-    elif setting.mi is not None:
-        data = f"mi={setting.mi:g}"
-    else:
-        data = f"mi_levels={list(setting.mi_levels)}"
-    views = f" m={setting.m}" if setting.m is not None else ""
-    return f"{setting.objective_label} k={setting.k}{views} {data} seeds {list(seeds)}"
+    return f"{setting.label()} seeds {list(seeds)}"
 
 
 def pack_groups(groups: Sequence[Group], runs_per_task: int = 1) -> list[Task]:

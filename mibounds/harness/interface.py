@@ -14,7 +14,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-__all__ = ["Batch", "BatchedCritic", "DataSource", "Objective"]
+__all__ = ["KINDS", "Batch", "BatchedCritic", "DataSource", "Kind", "Objective"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,21 @@ class Objective(Protocol):
     def __call__(self, critic: BatchedCritic, batch: Batch, *, validate_args: bool) -> Tensor:
         """The estimate in nats, ``(R, ...)``; training maximises its sum over seeds."""
         ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a sweep trains, beyond the harness's own Gaussian runs: the config class of one
+    setting (frozen, with ``from_dict(values, where)``, ``key()`` without the seed, ``label()``
+    and ``to_dict()``) and ``trainer(setting, seeds, *, device, extra, workdir, progress)``,
+    which trains the setting's seeds and returns one record each (``mibounds.records``).
+    A sweep's TOML names its kind with ``trainer = "..."``; ``mibounds.vision.sweeps``
+    registers ``"vision"``."""
+
+    name: str
+    config: type
+    trainer: Callable[..., list]
+
+
+KINDS: dict[str, Kind] = {}
+"""The registered kinds by name; the harness's own ``"gaussian"`` is built in."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,15 @@ from mibounds.harness.results import (
 )
 from mibounds.harness.trainer import train
 
-__all__ = ["LostWorkersError", "SlurmOptions", "pending", "results_path", "run_sweep"]
+__all__ = [
+    "LostWorkersError",
+    "SlurmOptions",
+    "pending",
+    "results_path",
+    "run_sweep",
+    "trainer_of",
+    "workdir",
+]
 
 Trainer = Callable[..., list[dict[str, Any]]]
 
@@ -79,6 +88,23 @@ def results_path(out_dir: str | Path, sweep: Sweep) -> Path:
         return Path(out_dir) / "results.jsonl"
     i, n = sweep.shard_index
     return Path(out_dir) / f"results-shard{i}of{n}.jsonl"
+
+
+def trainer_of(kind: str) -> Trainer:
+    """The trainer of a sweep's settings: the harness's ``train`` for Gaussian runs, else the
+    registered kind's (``mibounds.harness.interface.KINDS``)."""
+    from mibounds.harness.config import setting_type
+    from mibounds.harness.interface import KINDS
+
+    setting_type(kind)  # a clear error for an unknown kind
+    return train if kind == "gaussian" else KINDS[kind].trainer
+
+
+def workdir(results: str | Path) -> Path:
+    """Where a trainer that writes one directory per run (the image trainer) keeps them:
+    ``<results stem>-runs/`` beside the results file, so a rerun finds and resumes them."""
+    results = Path(results)
+    return results.parent / f"{results.stem}-runs"
 
 
 def pending(sweep: Sweep, done: set[str]) -> list[tuple[RunConfig, tuple[int, ...]]]:
@@ -100,7 +126,7 @@ def run_sweep(
     progress: bool = True,
     jobs: int = 1,
     threads: int = 1,
-    trainer: Trainer = train,
+    trainer: Trainer | None = None,
     executor: str | concurrent.futures.Executor = "process",
     scheduler: str | None = None,
     slurm: SlurmOptions | None = None,
@@ -121,6 +147,7 @@ def run_sweep(
     """
     name = check_executor(executor, jobs=jobs, threads=threads, scheduler=scheduler, slurm=slurm)
     results = Path(results)
+    trainer = trainer or trainer_of(sweep.kind)
     done: set[str] = set()
     if results.exists():
         repair_tail(results)
@@ -153,6 +180,8 @@ def run_sweep(
         # in this process the trainer may show its own bar; workers' bars would interleave
         shown = {"progress": progress} if runner.in_process else {}
         kwargs = {"device": device, "extra": extra, **shown}
+        if "workdir" in inspect.signature(trainer).parameters:  # runs with directories of their own
+            kwargs["workdir"] = workdir(results)
         work = functools.partial(train_task, trainer, kwargs, runner.threads)
         lost: list[tuple[RunConfig, tuple[int, ...]]] = []
         with contextlib.closing(runner.completions(runner.pack(todo), work)) as finished:

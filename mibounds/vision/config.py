@@ -25,10 +25,24 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib
 
-__all__ = ["GROUPS", "OPTIMIZERS", "TrainConfig", "default_workers", "option"]
+__all__ = [
+    "EXECUTION_FIELDS",
+    "GROUPS",
+    "OPTIMIZERS",
+    "TrainConfig",
+    "default_workers",
+    "option",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 GROUPS = ("data and views", "model", "objective", "optimisation", "run")
+
+
+EXECUTION_FIELDS = frozenset(
+    {"workers", "device", "out", "progress", "probe", "probe_epochs", "knn_k", "knn_temperature"}
+)
+"""Fields that change how a run is executed or evaluated, not what it trains: a run may be
+resumed with other values of these."""
 
 
 def default_workers() -> int:
@@ -261,7 +275,9 @@ class TrainConfig:
         check=_integer(2),
         aliases=("-K",),
     )
-    epochs: int = option(10, "training epochs", group=_OPTIM, check=_integer(1))
+    epochs: int = option(
+        10, "training epochs (0: probe the untrained encoder)", group=_OPTIM, check=_integer(0)
+    )
     optimizer: str = option(
         "sgd",
         "SGD with momentum, or AdamW",
@@ -355,6 +371,35 @@ class TrainConfig:
             flip_p=self.flip_p,
             blur=self.blur,
         )
+
+    @property
+    def objective_label(self) -> str:
+        """``objective(param=value, ...)`` with the parameters that differ from the defaults."""
+        defaults = entry(self.objective).defaults
+        changed = {k: v for k, v in self.objective_params.items() if defaults.get(k) != v}
+        shown = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items()
+        )
+        return f"{self.objective}({shown})" if shown else self.objective
+
+    def label(self) -> str:
+        """The run in one line, for listings and messages."""
+        return (
+            f"{self.objective_label} M={self.views} K={self.batch_size} epochs={self.epochs} "
+            f"{self.dataset} {self.arch}"
+        )
+
+    def key(self) -> str:
+        """A stable hash of every field that changes what a run records, without the seed and
+        where and how it runs (out, device, progress, workers): the identity of a sweep's
+        setting."""
+        import hashlib
+        import json
+
+        skip = ("seed", "out", "device", "progress", "workers")
+        values = {k: v for k, v in self.to_dict().items() if k not in skip}
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and TOML-ready fields (tuples as lists, parameters as a dict)."""

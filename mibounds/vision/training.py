@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mibounds._checks import resolve_device
-from mibounds.vision.config import TrainConfig
+from mibounds.provenance import provenance
+from mibounds.vision.config import EXECUTION_FIELDS, TrainConfig
 from mibounds.vision.datasets import DatasetInfo, ImageSet, load_dataset
 from mibounds.vision.distributed import DistEnv, gather_hook, init_distributed, shutdown
 from mibounds.vision.encoders import Encoder, min_image_size
@@ -56,11 +57,6 @@ __all__ = [
 ]
 
 CHECKPOINT, RECORD = "checkpoint.pt", "record.json"
-# fields that change how a run is executed or evaluated, not what it computes: a run may be
-# resumed with other values of these
-_EXECUTION_FIELDS = frozenset(
-    {"workers", "device", "out", "progress", "probe", "probe_epochs", "knn_k", "knn_temperature"}
-)
 
 
 # --------------------------------------------------------------------------------- building
@@ -202,7 +198,7 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, run_dir: Path) 
     current = config.to_dict()
     saved = {**current, **{k: v for k, v in saved.items() if k in current}}
     saved["crop_scale"] = list(saved["crop_scale"])
-    differ = sorted(k for k in current if k not in _EXECUTION_FIELDS and saved.get(k) != current[k])
+    differ = sorted(k for k in current if k not in EXECUTION_FIELDS and saved.get(k) != current[k])
     if differ:
         changes = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differ)
         raise ValueError(
@@ -311,6 +307,7 @@ class _Run:
             "views_processed": views,
             "relative_compute": views / (2 * images) if images else None,
             "probe": self.probe,
+            "provenance": provenance(self.env.device),
         }
 
     # -- the loop
