@@ -17,11 +17,15 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+# time the checkout this script lives in, not whichever mibounds is installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mibounds import bounds
 from mibounds._numerics import logsumexp
 
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
+    print(f"mibounds from {Path(bounds.__file__).parent}")
     g = torch.Generator().manual_seed(0)
     # results[name][size index] = (median ms, min ratio, median ratio)
     results: dict[str, list[tuple[float, float, float]]] = {"floor": []}
