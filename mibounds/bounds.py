@@ -401,6 +401,15 @@ def _put_at(t: Tensor, column: Tensor, value: Tensor | float) -> None:
     t.view(-1).index_put_((flat,), value.flatten() if value.dim() else value)
 
 
+def _row_blocks(t: Tensor, elements: int = 1 << 20) -> list[slice]:
+    """Slices of the rows (dim -2) of ``t: (..., K, K)``, about ``elements`` entries each over
+    the whole stack. A temporary the size of a block stays in cache, where a K x K one is a fresh
+    allocation (page faults, on CPU) and a trip to memory for every elementwise pass."""
+    k = t.shape[-2]
+    rows = max(1, elements * k // max(t.numel(), 1))
+    return [slice(start, start + rows) for start in range(0, k, rows)]
+
+
 class _InterpolatedTerms(torch.autograd.Function):
     """The K x K part of ``interpolated``, in one pass each way.
 
@@ -435,9 +444,12 @@ class _InterpolatedTerms(torch.autograd.Function):
         positives = _positives(s).clone()
         log_all = torch.logaddexp(log_w + torch.logaddexp(positives, lse), log_b)  # L_i
         gamma = (log_w + shift - log_all).exp()  # w e^{s_ij - L_i} = gamma_i t_ij
-        log_mu = (t * -gamma.unsqueeze(-1)).add_(1.0).log_()  # 0 at j = i and at j*
+        log_mu = torch.empty_like(gamma)  # sum_j log mu_ij; the terms at j = i and j* are 0
+        for rows in _row_blocks(t):
+            mu = (t[..., rows, :] * -gamma[..., rows, None]).add_(1.0)
+            log_mu[..., rows] = mu.log_().sum(-1)
         log_m_top = torch.logaddexp(log_w + torch.logaddexp(positives, log_rest), log_b)
-        joint = (s.shape[-1] - 2) * log_all + log_mu.sum(-1) + log_m_top
+        joint = (s.shape[-1] - 2) * log_all + log_mu + log_m_top
         return lse, positives, joint, t, top, shift, top_score, gamma, log_all, log_m_top
 
     @staticmethod
@@ -454,22 +466,24 @@ class _InterpolatedTerms(torch.autograd.Function):
         lse, positives, log_b, t, top, shift, top_score, gamma, log_all, log_m_top = (
             ctx.saved_tensors
         )
-        # 1 / mu_ij over j not in {i, j*}; j* enters through 1 / m_ij*, which can overflow on
-        # its own (when j* dominates the row) but not as e^{s_ik} / m_ij* for k != j*
-        inverse_mu = (t * -gamma.unsqueeze(-1)).add_(1.0).reciprocal_()
-        _positives(inverse_mu).zero_()
-        _put_at(inverse_mu, top, 0.0)
-        rho = inverse_mu.sum(-1)
 
         def over_m_top(log_numerator: Tensor) -> Tensor:
             return (log_numerator - log_m_top).exp()
 
-        # ds_ik = t_ik (a_i - b_i / mu_ik); t is 0 at k = i and k = j*, filled in below
-        a = grad_lse * (shift - lse).exp() + grad_joint * (
-            gamma * rho + over_m_top(ctx.log_w + shift)
-        )
+        # ds_ik = t_ik (a_i - b_i / mu_ik), a_i = (terms below) + b_i rho_i; t is 0 at k = i and
+        # k = j*, filled in after. rho_i sums 1 / mu_ij over j not in {i, j*}: j* enters through
+        # 1 / m_ij*, which can overflow on its own (when j* dominates the row) but not as
+        # e^{s_ik} / m_ij* for k != j*
+        a_rest = grad_lse * (shift - lse).exp() + grad_joint * over_m_top(ctx.log_w + shift)
         b = grad_joint * gamma
-        grad = inverse_mu.mul_(-b.unsqueeze(-1)).add_(a.unsqueeze(-1)).mul_(t)
+        grad, rho = torch.empty_like(t), torch.empty_like(gamma)
+        for rows in _row_blocks(t):
+            t_rows = t[..., rows, :]
+            inverse_mu = (t_rows * -gamma[..., rows, None]).add_(1.0).reciprocal_()
+            rho[..., rows] = inverse_mu.sum(-1) - 2.0  # less the 1s at j = i and j*, where t = 0
+            a = a_rest[..., rows] + b[..., rows] * rho[..., rows]
+            inverse_mu.mul_(-b[..., rows, None]).add_(a.unsqueeze(-1)).mul_(t_rows)
+            grad[..., rows, :] = inverse_mu
         grad_top = grad_lse * (top_score - lse).exp()
         grad_top += grad_joint * (ctx.log_w + top_score - log_all).exp() * rho
         _put_at(grad, top, grad_top)
