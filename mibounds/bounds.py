@@ -401,12 +401,18 @@ def _put_at(t: Tensor, column: Tensor, value: Tensor | float) -> None:
     t.view(-1).index_put_((flat,), value.flatten() if value.dim() else value)
 
 
-def _row_blocks(t: Tensor, elements: int = 1 << 20) -> list[slice]:
-    """Slices of the rows (dim -2) of ``t: (..., K, K)``, about ``elements`` entries each over
-    the whole stack. A temporary the size of a block stays in cache, where a K x K one is a fresh
-    allocation (page faults, on CPU) and a trip to memory for every elementwise pass."""
+# entries per block of rows for interpolated's K x K temporaries: 16 MB in float32, below
+# glibc's largest mmap threshold (32 MB), so that a block's buffer is reused from the heap where a
+# K x K one (64 MB at K = 4096) is mapped afresh, page faults included, on every call; few enough
+# blocks that the per-operation overhead stays small
+_BLOCK_ENTRIES = 1 << 22
+
+
+def _row_blocks(t: Tensor) -> list[slice]:
+    """Slices of the rows (dim -2) of ``t: (..., K, K)``, about ``_BLOCK_ENTRIES`` entries each
+    over the whole stack."""
     k = t.shape[-2]
-    rows = max(1, elements * k // max(t.numel(), 1))
+    rows = max(1, _BLOCK_ENTRIES * k // max(t.numel(), 1))
     return [slice(start, start + rows) for start in range(0, k, rows)]
 
 
