@@ -75,6 +75,11 @@ def _shifted_exp(u: Tensor, diagonal: float) -> tuple[Tensor, Tensor, Tensor]:
     return t, m.squeeze(-1), lse.squeeze(-1)
 
 
+def _zeros_for_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    """The gradient of an output, zeros where autograd passed ``None`` (the output was unused)."""
+    return torch.zeros_like(like) if grad is None else grad
+
+
 class _RowLogSumExp(torch.autograd.Function):
     """``(s: (..., K, K), diagonal: float) -> (lse, positives)``, both ``(..., K)``:
     ``lse_i = log sum_j exp(s_ij + diagonal [j == i])`` and ``positives_i = s_ii``.
@@ -97,15 +102,19 @@ class _RowLogSumExp(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:
         lse, _, t, m = output
         ctx.mark_non_differentiable(t, m)
+        # no K x K zeros for the gradients of t (and of unused outputs): None instead
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(t, m, lse)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_lse: Tensor, grad_positives: Tensor, *_: Tensor):
+    def backward(ctx, grad_lse: Tensor | None, grad_positives: Tensor | None, *_: None):
         t, m, lse = ctx.saved_tensors
+        grad_lse = _zeros_for_none(grad_lse, lse)
         # d lse_i / d s_ij = exp(s_ij + diagonal [j == i] - lse_i) = t_ij exp(m_i - lse_i)
         grad = t * (grad_lse * (m - lse).exp()).unsqueeze(-1)
-        _positives(grad).add_(grad_positives)
+        if grad_positives is not None:
+            _positives(grad).add_(grad_positives)
         return grad, None
 
 
@@ -401,23 +410,20 @@ def _put_at(t: Tensor, column: Tensor, value: Tensor | float) -> None:
     t.view(-1).index_put_((flat,), value.flatten() if value.dim() else value)
 
 
-# entries per block of rows for interpolated's K x K temporaries: 16 MB in float32, below
-# glibc's largest mmap threshold (32 MB), so that a block's buffer is reused from the heap where a
-# K x K one (64 MB at K = 4096) is mapped afresh, page faults included, on every call; few enough
-# blocks that the per-operation overhead stays small
-_BLOCK_ENTRIES = 1 << 22
-
-
-def _row_blocks(t: Tensor) -> list[slice]:
-    """Slices of the rows (dim -2) of ``t: (..., K, K)``, about ``_BLOCK_ENTRIES`` entries each
-    over the whole stack."""
-    k = t.shape[-2]
-    rows = max(1, _BLOCK_ENTRIES * k // max(t.numel(), 1))
-    return [slice(start, start + rows) for start in range(0, k, rows)]
+def _sum_of_logs(mu: Tensor, group: int = 64) -> Tensor:
+    """``(..., K) -> (...)``: ``sum_j log mu_j`` for ``mu`` in ``[1/2, 1]``, as the logs of
+    products of ``group`` entries. A product of 64 such entries is at least ``2^-64``, far from
+    underflow, and rounds as the sum of logs does; on CPU it costs a third of an elementwise log.
+    """
+    k = mu.shape[-1]
+    whole = k - k % group
+    total = mu[..., :whole].unflatten(-1, (whole // group, group)).prod(-1).log().sum(-1)
+    return total + mu[..., whole:].prod(-1).log()
 
 
 class _InterpolatedTerms(torch.autograd.Function):
-    """The K x K part of ``interpolated``, in one pass each way.
+    """The K x K part of ``interpolated``, in few passes each way (the ``exp(s - m)`` and ``mu``
+    buffers are kept for the backward).
 
     ``(s: (..., K, K), log_b: (..., K), log_w: float) -> (lse, positives, J)``, all ``(..., K)``:
     ``lse_i = log sum_{j!=i} e^{s_ij}`` (the negatives), ``positives_i = s_ii`` and
@@ -450,46 +456,53 @@ class _InterpolatedTerms(torch.autograd.Function):
         positives = _positives(s).clone()
         log_all = torch.logaddexp(log_w + torch.logaddexp(positives, lse), log_b)  # L_i
         gamma = (log_w + shift - log_all).exp()  # w e^{s_ij - L_i} = gamma_i t_ij
-        log_mu = torch.empty_like(gamma)  # sum_j log mu_ij; the terms at j = i and j* are 0
-        for rows in _row_blocks(t):
-            mu = (t[..., rows, :] * -gamma[..., rows, None]).add_(1.0)
-            log_mu[..., rows] = mu.log_().sum(-1)
+        # mu_ij = 1 - gamma_i t_ij, in [1/2, 1]; 1 at j = i and at j*, where t = 0
+        mu = torch.addcmul(
+            torch.ones((), dtype=t.dtype, device=t.device), t, gamma[..., None], value=-1
+        )
+        log_mu = _sum_of_logs(mu)
         log_m_top = torch.logaddexp(log_w + torch.logaddexp(positives, log_rest), log_b)
         joint = (s.shape[-1] - 2) * log_all + log_mu + log_m_top
-        return lse, positives, joint, t, top, shift, top_score, gamma, log_all, log_m_top
+        return lse, positives, joint, t, mu, top, shift, top_score, gamma, log_all, log_m_top
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         _, log_b, log_w = inputs
         lse, positives, _, *kept = output
         ctx.mark_non_differentiable(*kept)
+        # no K x K zeros for the gradients of t and mu (and of unused outputs): None instead
+        ctx.set_materialize_grads(False)
         ctx.log_w = log_w
         ctx.save_for_backward(lse, positives, log_b, *kept)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_lse: Tensor, grad_positives: Tensor, grad_joint: Tensor, *_: Tensor):
-        lse, positives, log_b, t, top, shift, top_score, gamma, log_all, log_m_top = (
+    def backward(
+        ctx,
+        grad_lse: Tensor | None,
+        grad_positives: Tensor | None,
+        grad_joint: Tensor | None,
+        *_: None,
+    ):
+        lse, positives, log_b, t, mu, top, shift, top_score, gamma, log_all, log_m_top = (
             ctx.saved_tensors
+        )
+        grad_lse, grad_positives, grad_joint = (
+            _zeros_for_none(g, lse) for g in (grad_lse, grad_positives, grad_joint)
         )
 
         def over_m_top(log_numerator: Tensor) -> Tensor:
             return (log_numerator - log_m_top).exp()
 
-        # ds_ik = t_ik (a_i - b_i / mu_ik), a_i = (terms below) + b_i rho_i; t is 0 at k = i and
-        # k = j*, filled in after. rho_i sums 1 / mu_ij over j not in {i, j*}: j* enters through
-        # 1 / m_ij*, which can overflow on its own (when j* dominates the row) but not as
-        # e^{s_ik} / m_ij* for k != j*
-        a_rest = grad_lse * (shift - lse).exp() + grad_joint * over_m_top(ctx.log_w + shift)
+        # ds_ik = t_ik (a_i - b_i / mu_ik), a_i = a_rest_i + b_i rho_i; t is 0 at k = i and
+        # k = j*, filled in below. rho_i sums 1 / mu_ij over j not in {i, j*} (mu is 1 at both):
+        # j* enters through 1 / m_ij*, which can overflow on its own (when j* dominates the row)
+        # but not as e^{s_ik} / m_ij* for k != j*
+        inverse_mu = mu.reciprocal()
+        rho = inverse_mu.sum(-1) - 2.0
         b = grad_joint * gamma
-        grad, rho = torch.empty_like(t), torch.empty_like(gamma)
-        for rows in _row_blocks(t):
-            t_rows = t[..., rows, :]
-            inverse_mu = (t_rows * -gamma[..., rows, None]).add_(1.0).reciprocal_()
-            rho[..., rows] = inverse_mu.sum(-1) - 2.0  # less the 1s at j = i and j*, where t = 0
-            a = a_rest[..., rows] + b[..., rows] * rho[..., rows]
-            inverse_mu.mul_(-b[..., rows, None]).add_(a.unsqueeze(-1)).mul_(t_rows)
-            grad[..., rows, :] = inverse_mu
+        a = grad_lse * (shift - lse).exp() + grad_joint * over_m_top(ctx.log_w + shift) + b * rho
+        grad = inverse_mu.mul_(-b.unsqueeze(-1)).add_(a.unsqueeze(-1)).mul_(t)
         grad_top = grad_lse * (top_score - lse).exp()
         grad_top += grad_joint * (ctx.log_w + top_score - log_all).exp() * rho
         _put_at(grad, top, grad_top)
