@@ -328,6 +328,18 @@ def test_gradcheck_in_scores_and_baseline(name: str, dominated: bool) -> None:
     assert torch.autograd.gradcheck(fn, (s.requires_grad_(), q.requires_grad_()))
 
 
+def test_row_logsumexp_gradient_with_an_output_unused() -> None:
+    # autograd passes None for an unused output (no K x K zeros): each output alone
+    s = random_scores((2, 5, 5), seed=22).requires_grad_()
+    lse, positives = B._row_logsumexp(s, -math.inf)
+    (grad_lse,) = torch.autograd.grad(lse.sum(), s, retain_graph=True)
+    (grad_positives,) = torch.autograd.grad(positives.sum(), s)
+    masked = s + torch.zeros(5, 5, dtype=s.dtype).fill_diagonal_(-math.inf)
+    (expected,) = torch.autograd.grad(torch.logsumexp(masked, -1).sum(), s)
+    torch.testing.assert_close(grad_lse, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad_positives, torch.eye(5, dtype=s.dtype).expand(2, 5, 5))
+
+
 UNCHECKED = {
     "nwj": B.nwj,
     "tuba": functools.partial(B.tuba, log_baseline=0.5),
