@@ -47,6 +47,14 @@ def interleaved_seconds(
     return [statistics.median(record) for record in take_turns(calls, repeats, warmup)]
 
 
+def ratio_summary(times: list[float], baseline: list[float]) -> tuple[float, float]:
+    """Min and median over repeats of ``times[r] / baseline[r]``, two records of ``take_turns``:
+    each repeat's ratio compares calls made moments apart, so it cancels slow stretches that the
+    ratio of medians would not."""
+    per_repeat = [t / b for t, b in zip(times, baseline, strict=True)]
+    return min(per_repeat), statistics.median(per_repeat)
+
+
 def seconds(fn: Callable[[Tensor], Tensor], x: Tensor, repeats: int, warmup: int = 2) -> float:
     """Median seconds of one forward + backward of ``fn``."""
     return interleaved_seconds([fn], x, repeats, warmup)[0]

@@ -1,14 +1,17 @@
 """Pairwise variational MI estimators as pure functions of a critic's scores.
 
-Conventions (``shared/reference/bounds.md`` §1-2): ``scores[..., i, j] = f(x_i, y_j)`` with the
-positives on the diagonal; rows are anchors, columns candidates. Leading dimensions are batch
+Conventions (docs/conventions.md): ``scores[..., i, j] = f(x_i, y_j)`` with the positives on
+the diagonal; rows are anchors, columns candidates. Leading dimensions are batch
 dimensions, so a stack of score matrices gives a stack of estimates of shape ``scores.shape[:-2]``.
 Every estimator returns nats (higher = more information); a training loss is its negative.
 Means over the K(K-1) off-diagonal pairs are written ``mean_{i!=j}``.
 
-All arithmetic runs in float32 at least (half-precision scores are upcast), exponentials go
-through ``logsumexp`` so that scores as large as 1e4 stay finite where the estimate itself is
-finite, and masks use ``-inf``.
+All arithmetic runs in float32 at least (half-precision scores are upcast), exponentials are
+taken relative to a row maximum (a logsumexp) so that scores as large as 1e4 stay finite where
+the estimate itself is finite, and masks use ``-inf``. The K x K work of every estimator but
+``infonce`` runs in fused autograd functions (one K x K buffer forward, one backward, no mask
+tensors), which give first derivatives only. Each estimator is described at
+docs/pairwise.md#<name>; benchmarks/bench_bounds.py times them.
 
 References: Poole et al. 2019, "On Variational Bounds of Mutual Information" (arXiv 1905.06922);
 van den Oord et al. 2018 (CPC); Nguyen, Wainwright & Jordan 2010; Belghazi et al. 2018 (MINE);
@@ -22,11 +25,11 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from mibounds._checks import check_finite, check_positive, check_scores
-from mibounds._numerics import cross_entropy, logsumexp
+from mibounds._checks import check_at_least, check_finite, check_positive, check_scores
+from mibounds._numerics import _floor, cross_entropy, logsumexp
 
 __all__ = [
     "MINE",
@@ -44,25 +47,98 @@ __all__ = [
 
 
 def _positives(s: Tensor) -> Tensor:
-    """``(..., K, N) -> (..., K)``: the critic on the positive pairs ``s[..., i, i]``."""
+    """``(..., K, N) -> (..., K)``: the critic on the positive pairs ``s[..., i, i]`` (a view)."""
     return s.diagonal(dim1=-2, dim2=-1)
 
 
-def _drop_positives(s: Tensor) -> Tensor:
-    """``(..., K, N) -> (..., K, N)``: ``s`` with ``-inf`` on the positive diagonal ``j == i``,
-    so that a logsumexp over a row runs over the negatives only.
+def _shifted_exp(u: Tensor, diagonal: float) -> tuple[Tensor, Tensor, Tensor]:
+    """In place on ``u: (..., K, K)``, a buffer the caller owns: add ``diagonal`` to its diagonal
+    (``-inf`` drops the positives), then turn it into ``t = exp(u - m)``, ``m`` each row's maximum.
 
-    An added ``0 / -inf`` mask rather than ``masked_fill``: the addition's backward is the
-    identity, where masked_fill's costs another pass over the K x N gradient.
+    Returns ``(t, m, lse)``, ``m, lse: (..., K)``, ``lse_i = log sum_j exp(u_ij)``. The maximum is
+    taken after the diagonal is set, so it is the maximum of exactly the terms summed. As in
+    ``mibounds._numerics``, ``u - m`` is clamped at ``4 log(eps)`` to keep CPU ``exp`` on its fast
+    path (a clamped term changes the sum by less than ``eps^4``); the dropped positives are
+    zeroed again afterwards. Rows of ``-inf`` give ``-inf``, rows with ``+inf`` or NaN propagate.
     """
-    k, n = s.shape[-2:]
-    return s + torch.zeros(k, n, dtype=s.dtype, device=s.device).fill_diagonal_(-math.inf)
+    if diagonal == -math.inf:
+        _positives(u).fill_(-math.inf)
+    else:
+        _positives(u).add_(diagonal)
+    top = u.amax(-1, keepdim=True)
+    # rows of -inf or with a +inf entry: shift by 0, as torch.logsumexp does
+    m = torch.where(top.isfinite(), top, torch.zeros((), dtype=u.dtype, device=u.device))
+    t = u.sub_(m).clamp_min_(_floor(u.dtype)).exp_()
+    if diagonal == -math.inf:
+        _positives(t).zero_()
+    lse = (m + t.sum(-1, keepdim=True).log()).masked_fill_(top == -math.inf, -math.inf)
+    return t, m.squeeze(-1), lse.squeeze(-1)
 
 
-def _negatives_logmeanexp(s: Tensor) -> Tensor:
-    """``(..., K, K) -> (...)``: ``log mean_{i!=j} exp(s[..., i, j])``, stable for any scale."""
-    k = s.shape[-1]
-    return logsumexp(_drop_positives(s).flatten(-2), -1) - math.log(k * (k - 1))
+def _zeros_for_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    """The gradient of an output, zeros where autograd passed ``None`` (the output was unused)."""
+    return torch.zeros_like(like) if grad is None else grad
+
+
+class _RowLogSumExp(torch.autograd.Function):
+    """``(s: (..., K, K), diagonal: float) -> (lse, positives)``, both ``(..., K)``:
+    ``lse_i = log sum_j exp(s_ij + diagonal [j == i])`` and ``positives_i = s_ii``.
+
+    One pass for both, so that an estimator built from them costs one K x K buffer forward
+    (``exp(s - m)``, kept for the backward, which only rescales it) and one backward, without a
+    mask tensor or the K x K zeros that autograd's ``diagonal`` backward would add. First
+    derivatives only. ``t`` and ``m`` are returned as non-differentiable outputs so that they can
+    be saved (and ``torch.vmap`` still works); callers use ``_row_logsumexp``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(s: Tensor, diagonal: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        t, m, lse = _shifted_exp(s.clone(memory_format=torch.contiguous_format), diagonal)
+        return lse, _positives(s).clone(), t, m
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        lse, _, t, m = output
+        ctx.mark_non_differentiable(t, m)
+        # no K x K zeros for the gradients of t (and of unused outputs): None instead
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(t, m, lse)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_lse: Tensor | None, grad_positives: Tensor | None, *_: None):
+        t, m, lse = ctx.saved_tensors
+        grad_lse = _zeros_for_none(grad_lse, lse)
+        # d lse_i / d s_ij = exp(s_ij + diagonal [j == i] - lse_i) = t_ij exp(m_i - lse_i)
+        grad = t * (grad_lse * (m - lse).exp()).unsqueeze(-1)
+        if grad_positives is not None:
+            _positives(grad).add_(grad_positives)
+        return grad, None
+
+
+def _row_logsumexp(s: Tensor, diagonal: float) -> tuple[Tensor, Tensor]:
+    """``(..., K, K) -> (lse, positives)``, see ``_RowLogSumExp``."""
+    lse, positives, _, _ = _RowLogSumExp.apply(s, diagonal)
+    return lse, positives
+
+
+def _logmeanexp_over_pairs(negatives_lse: Tensor) -> Tensor:
+    """``(..., K) -> (...)``: from each row's logsumexp over its ``K - 1`` negatives, the log of
+    the mean over all ``K (K - 1)`` off-diagonal pairs."""
+    k = negatives_lse.shape[-1]
+    return logsumexp(negatives_lse, -1) - math.log(k * (k - 1))
+
+
+def _negatives_logmeanexp(s: Tensor, log_a: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(..., K, K) -> (positives: (..., K), lme: (...))``, with
+    ``lme = log mean_{i!=j} exp(s_ij - log a_i)`` (``log_a: (..., K)``, none if omitted); stable
+    for any scale, one K x K pass each way."""
+    negatives_lse, positives = _row_logsumexp(s, -math.inf)
+    if log_a is not None:
+        negatives_lse = negatives_lse - log_a
+    return positives, _logmeanexp_over_pairs(negatives_lse)
 
 
 def _checked_output(value: Tensor, name: str, validate_args: bool) -> Tensor:
@@ -73,8 +149,44 @@ def _checked_output(value: Tensor, name: str, validate_args: bool) -> Tensor:
     return value
 
 
+def _number(value: object, name: str) -> float:
+    """A real number (an int or a float, not a bool) as a float; NaN and inf are left to the
+    caller's range check."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _log_baseline(log_baseline: Tensor | float, s: Tensor, validate_args: bool) -> Tensor:
+    """A per-anchor log baseline ``(..., K)`` (or one number) as a ``scores.shape[:-1]`` tensor
+    in ``s``'s dtype; its leading dimensions may broadcast against the scores' stack."""
+    if isinstance(log_baseline, Tensor):
+        if log_baseline.dtype == torch.bool or log_baseline.is_complex():
+            raise ValueError(f"log_baseline must be a real tensor, got dtype {log_baseline.dtype}")
+        log_a = log_baseline.to(device=s.device, dtype=s.dtype)
+    else:
+        log_a = torch.tensor(_number(log_baseline, "log_baseline"), dtype=s.dtype, device=s.device)
+    batch = s.shape[:-1]
+    if log_a.dim() > 0:
+        try:
+            fits = (
+                log_a.shape[-1] == batch[-1] and torch.broadcast_shapes(log_a.shape, batch) == batch
+            )
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"log_baseline must have shape (..., K) broadcastable to scores.shape[:-1] = "
+                f"{tuple(batch)}, got {tuple(log_a.shape)}"
+            )
+    if validate_args:
+        check_finite(log_a, "log_baseline")
+    return log_a.expand(batch)
+
+
 def infonce(scores: Tensor, *, validate_args: bool = True) -> Tensor:
     """InfoNCE (CPC) lower bound, in nats; Poole et al. 2019, I_NCE (van den Oord et al. 2018).
+    See docs/pairwise.md#infonce.
 
     ``I_NCE = log N + mean_i [ s_ii - logsumexp_j s_ij ]``,  with ``I_NCE <= log N``.
 
@@ -84,6 +196,15 @@ def infonce(scores: Tensor, *, validate_args: bool = True) -> Tensor:
             negatives (a memory bank) and raise the ceiling to ``log N``.
     Returns:
         ``(...)``: the estimate per stacked score matrix.
+
+    Example:
+        >>> import math, torch
+        >>> from mibounds import bounds
+        >>> s = 3.0 * torch.eye(8)  # positives 3 nats above the negatives
+        >>> round(bounds.infonce(s).item(), 4) == round(math.log(8 / (1 + 7 * math.exp(-3))), 4)
+        True
+        >>> bounds.infonce(torch.zeros(5, 8, 8)).shape  # a stack of 5 score matrices
+        torch.Size([5])
     """
     s = check_scores(scores, square=False, validate_args=validate_args)
     k, n = s.shape[-2:]
@@ -93,6 +214,7 @@ def infonce(scores: Tensor, *, validate_args: bool = True) -> Tensor:
 
 def tuba(scores: Tensor, log_baseline: Tensor | float, *, validate_args: bool = True) -> Tensor:
     """Tractable unnormalised Barber-Agakov bound, in nats; Poole et al. 2019, I_TUBA.
+    See docs/pairwise.md#tuba.
 
     ``I_TUBA = 1 + mean_i [s_ii - log a_i] - mean_{i!=j} exp(s_ij - log a_i)``
 
@@ -101,29 +223,31 @@ def tuba(scores: Tensor, log_baseline: Tensor | float, *, validate_args: bool = 
 
     Args:
         scores: ``(..., K, K)``.
-        log_baseline: ``(..., K)`` log a(x_i) per anchor, or a float used for every anchor.
+        log_baseline: ``(..., K)`` log a(x_i) per anchor (leading dimensions may broadcast
+            against the stack ``scores.shape[:-2]``; differentiable), or one number for every
+            anchor.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isclose(bounds.tuba(s, 1.0), bounds.nwj(s)))  # log a = 1 is NWJ
+        True
+        >>> round(bounds.tuba(torch.eye(8), torch.ones(8)).item(), 4)  # 1 + 0 - e^-1
+        0.6321
     """
     s = check_scores(scores, validate_args=validate_args)
-    log_a = torch.as_tensor(log_baseline, dtype=s.dtype, device=s.device)
-    if log_a.dim() == 0:
-        log_a = log_a.expand(s.shape[:-1])
-    if log_a.shape[-1:] != s.shape[-1:]:
-        raise ValueError(
-            f"log_baseline must have shape (..., K) = (..., {s.shape[-1]}) to index the anchors, "
-            f"got {tuple(log_a.shape)}"
-        )
-    if validate_args:
-        check_finite(log_a, "log_baseline")
-    log_a = log_a.to(s.dtype)
-    joint = (_positives(s) - log_a).mean(-1)
-    marginal = _negatives_logmeanexp(s - log_a.unsqueeze(-1)).exp()
-    return _checked_output(1.0 + joint - marginal, "tuba", validate_args)
+    log_a = _log_baseline(log_baseline, s, validate_args)
+    positives, lme = _negatives_logmeanexp(s, log_a)
+    value = 1.0 + (positives - log_a).mean(-1) - lme.exp()
+    return _checked_output(value, "tuba", validate_args)
 
 
 def nwj(scores: Tensor, *, validate_args: bool = True) -> Tensor:
     """NWJ (f-divergence / MINE-f) lower bound, in nats; Poole et al. 2019, I_NWJ.
+    See docs/pairwise.md#nwj.
 
     ``I_NWJ = mean_i s_ii - e^{-1} mean_{i!=j} exp(s_ij)``  (TUBA with ``log a = 1``);
     tight at ``f* = 1 + log p(y|x)/p(y)``.
@@ -132,14 +256,23 @@ def nwj(scores: Tensor, *, validate_args: bool = True) -> Tensor:
         scores: ``(..., K, K)``.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds
+        >>> s = 2.0 * torch.eye(8)  # positives 2, negatives 0
+        >>> round(bounds.nwj(s).item(), 4)  # 2 - e^-1
+        1.6321
     """
     s = check_scores(scores, validate_args=validate_args)
-    value = _positives(s).mean(-1) - (_negatives_logmeanexp(s) - 1.0).exp()
+    positives, lme = _negatives_logmeanexp(s)
+    value = positives.mean(-1) - (lme - 1.0).exp()
     return _checked_output(value, "nwj", validate_args)
 
 
 def dv(scores: Tensor, *, validate_args: bool = True) -> Tensor:
     """Donsker-Varadhan / MINE minibatch estimate, in nats; Poole et al. 2019, I_DV.
+    See docs/pairwise.md#dv.
 
     ``I_DV = mean_i s_ii - log mean_{i!=j} exp(s_ij)``
 
@@ -150,19 +283,46 @@ def dv(scores: Tensor, *, validate_args: bool = True) -> Tensor:
         scores: ``(..., K, K)``.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds
+        >>> s = 2.0 * torch.eye(8) + 5.0  # DV ignores a constant added to every score
+        >>> round(bounds.dv(s).item(), 4)
+        2.0
     """
     s = check_scores(scores, validate_args=validate_args)
-    return _positives(s).mean(-1) - _negatives_logmeanexp(s)
+    positives, lme = _negatives_logmeanexp(s)
+    return positives.mean(-1) - lme
 
 
-def _js_fgan(s: Tensor) -> Tensor:
-    """``(..., K, K) -> (...)``: the Jensen-Shannon f-GAN objective of Nowozin et al. 2016,
-    ``mean_i -softplus(-s_ii) - mean_{i!=j} softplus(s_ij)``; only its gradient is used."""
-    k = s.shape[-1]
-    pos = _positives(s)
-    # sum over all pairs minus the diagonal: only the gradient of this is used, and that is exact
-    negative_term = (F.softplus(s).sum((-2, -1)) - F.softplus(pos).sum(-1)) / (k * (k - 1))
-    return -F.softplus(-pos).mean(-1) - negative_term
+class _JSGradient(torch.autograd.Function):
+    """``(..., K, K) -> (...)``: zero in value; its gradient is that of the Jensen-Shannon f-GAN
+    objective of Nowozin et al. 2016, ``mean_i -softplus(-s_ii) - mean_{i!=j} softplus(s_ij)``,
+    which is ``sigmoid(-s_ii) / K`` on the diagonal and ``-sigmoid(s_ij) / (K (K - 1))`` off it.
+
+    Added to a detached value it trains with JS gradients while reporting that value, in one
+    K x K pass (the sigmoid) and without evaluating the objective itself. First derivatives only.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(s: Tensor) -> Tensor:
+        return s.new_zeros(s.shape[:-2])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (s,) = ctx.saved_tensors
+        k = s.shape[-1]
+        ds = torch.sigmoid(s).mul_((grad / -(k * (k - 1)))[..., None, None])
+        _positives(ds).copy_(torch.sigmoid(-_positives(s)) * (grad / k).unsqueeze(-1))
+        return ds
 
 
 def _straight_through(value: Tensor, gradient_surrogate: Tensor) -> Tensor:
@@ -176,6 +336,7 @@ def _straight_through(value: Tensor, gradient_surrogate: Tensor) -> Tensor:
 
 def js(scores: Tensor, *, validate_args: bool = True) -> Tensor:
     """JS-trained NWJ bound, in nats; Poole et al. 2019, I_JS (f-GAN JS of Nowozin et al. 2016).
+    See docs/pairwise.md#js.
 
     value ``= I_NWJ(s + 1) = mean_i s_ii + 1 - mean_{i!=j} exp(s_ij)``;
     gradient of ``mean_i -softplus(-s_ii) - mean_{i!=j} softplus(s_ij)``.
@@ -187,15 +348,28 @@ def js(scores: Tensor, *, validate_args: bool = True) -> Tensor:
         scores: ``(..., K, K)``.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isclose(bounds.js(s), bounds.nwj(s + 1.0)))
+        True
+        >>> s = s.requires_grad_()  # it trains with the JS f-GAN gradient:
+        >>> (grad,) = torch.autograd.grad(bounds.js(s), s)
+        >>> bool(torch.isclose(grad[0, 0], torch.sigmoid(-s[0, 0]) / 8))
+        True
     """
     s = check_scores(scores, validate_args=validate_args)
     with torch.no_grad():
-        value = nwj(s + 1.0, validate_args=False)
-    return _checked_output(_straight_through(value, _js_fgan(s)), "js", validate_args)
+        positives, lme = _negatives_logmeanexp(s)
+        value = positives.mean(-1) + 1.0 - lme.exp()
+    return _checked_output(value + _JSGradient.apply(s), "js", validate_args)
 
 
 def smile(scores: Tensor, clip: float = 5.0, *, validate_args: bool = True) -> Tensor:
     """SMILE estimate, in nats; Song & Ermon 2020, I_SMILE (clipped DV value, JS gradients).
+    See docs/pairwise.md#smile.
 
     value ``= mean_i s_ii - log mean_{i!=j} exp(clamp(s_ij, -clip, clip))``;
     gradient of the JS f-GAN objective (as ``js``). ``clip = inf`` gives ``dv``'s value.
@@ -203,34 +377,143 @@ def smile(scores: Tensor, clip: float = 5.0, *, validate_args: bool = True) -> T
 
     Args:
         scores: ``(..., K, K)``.
-        clip: positive clipping threshold ``tau``.
+        clip: positive clipping threshold ``tau`` (``math.inf`` for none).
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import math, torch
+        >>> from mibounds import bounds
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) * 10
+        >>> bool(torch.isclose(bounds.smile(s, clip=math.inf), bounds.dv(s)))
+        True
+        >>> bool(bounds.smile(s, clip=1.0) > bounds.dv(s))  # clipping caps the partition
+        True
     """
-    if not (isinstance(clip, (int, float)) and clip > 0):
+    clip = _number(clip, "clip")
+    if not clip > 0:
         raise ValueError(f"clip must be a number > 0 (math.inf for none), got {clip!r}")
     s = check_scores(scores, validate_args=validate_args)
     with torch.no_grad():
-        value = _positives(s).mean(-1) - _negatives_logmeanexp(s.clamp(-clip, clip))
-    return _straight_through(value, _js_fgan(s))
+        _, _, negatives_lse = _shifted_exp(s.clamp(-clip, clip), -math.inf)
+        value = _positives(s).mean(-1) - _logmeanexp_over_pairs(negatives_lse)
+    return value + _JSGradient.apply(s)
 
 
-def _leave_one_out_logmeanexp(s: Tensor) -> Tensor:
-    """``(..., K, K) -> (..., K, K)``: ``out[i, j] = log mean_{k!=j} exp(s[i, k])``.
+def _put_at(t: Tensor, column: Tensor, value: Tensor | float) -> None:
+    """In place on a contiguous ``t: (..., K, K)``: ``t[..., i, column_i] = value_i`` (``column,
+    value: (..., K)``, or one number). Through ``index_put_`` on the flat view, which, unlike
+    ``scatter_``, has a ``torch.vmap`` batching rule."""
+    k = t.shape[-1]
+    flat = column.flatten() + torch.arange(0, column.numel() * k, k, device=t.device)
+    value = torch.as_tensor(value, dtype=t.dtype, device=t.device)
+    t.view(-1).index_put_((flat,), value.flatten() if value.dim() else value)
 
-    Uses ``lse + log1p(-exp(s_ij - lse))``, which is exact wherever ``s_ij`` is not its row's
-    maximum (then ``exp(s_ij - lse) <= 1/2``); at the row maximum, where that form cancels to
-    ``log 0``, the row's logsumexp without the maximum is used instead. O(K^2), unlike the
-    O(K^3) naive mask over ``k != j``.
+
+def _sum_of_logs(mu: Tensor, group: int = 64) -> Tensor:
+    """``(..., K) -> (...)``: ``sum_j log mu_j`` for ``mu`` in ``[1/2, 1]``, as the logs of
+    products of ``group`` entries. A product of 64 such entries is at least ``2^-64``, far from
+    underflow, and its rounding error is of the order of the sum of logs'; on CPU it costs about
+    a third of an elementwise log, and leaves ``mu`` intact for the backward.
     """
-    k = s.shape[-1]
-    lse = logsumexp(s, -1, keepdim=True)
-    at_max = torch.zeros_like(s, dtype=torch.bool).scatter_(-1, s.argmax(-1, keepdim=True), True)
-    # the value at the max is replaced below; a safe stand-in keeps where()'s gradient finite
-    d = (s - lse).masked_fill(at_max, -1.0)
-    generic = lse + torch.log1p(-d.exp())
-    without_max = logsumexp(s.masked_fill(at_max, -math.inf), -1, keepdim=True)
-    return torch.where(at_max, without_max, generic) - math.log(k - 1)
+    k = mu.shape[-1]
+    whole = k - k % group
+    total = mu[..., :whole].unflatten(-1, (whole // group, group)).prod(-1).log().sum(-1)
+    return total + mu[..., whole:].prod(-1).log()
+
+
+class _InterpolatedTerms(torch.autograd.Function):
+    """The K x K part of ``interpolated``, in few passes each way (the ``exp(s - m)`` and ``mu``
+    buffers are kept for the backward).
+
+    ``(s: (..., K, K), log_b: (..., K), log_w: float) -> (lse, positives, J)``, all ``(..., K)``:
+    ``lse_i = log sum_{j!=i} e^{s_ij}`` (the negatives), ``positives_i = s_ii`` and
+    ``J_i = sum_{j!=i} log m_ij`` with ``m_ij = w sum_{k!=j} e^{s_ik} + b_i``.
+
+    Stable at any scale: with ``L_i = log(w sum_k e^{s_ik} + b_i)``, ``m_ij = e^{L_i} mu_ij`` and
+    ``mu_ij = 1 - w e^{s_ij - L_i}``. That form is accurate (``w e^{s_ij - L_i} <= 1/2``) except
+    at the row's largest negative ``j*``, where it can cancel to ``log 0``; there ``mu_ij*`` is
+    taken from the others, ``e^{s_ii}`` and the negatives but ``j*``. So ``j*`` is set aside
+    before the exponentials, which are taken relative to the second largest negative: the sum of
+    the others is then exact even when ``j*`` dominates it by more than the clamp's ``4 log(eps)``.
+    Gradient, with ``rho_i = sum_{j!=i} 1 / mu_ij``:
+    ``dJ_i/ds_ik = w e^{s_ik - L_i} (rho_i - [k != i] / mu_ik)`` and
+    ``dJ_i/d log_b_i = e^{log_b_i - L_i} rho_i``, with the ``j*`` term of ``rho`` kept apart.
+    First derivatives only.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(s: Tensor, log_b: Tensor, log_w: float):
+        u = s.clone(memory_format=torch.contiguous_format)
+        _positives(u).fill_(-math.inf)
+        top_score, top = u.max(-1)  # s_ij* and j*
+        _put_at(u, top, -math.inf)
+        # t_ij = e^{s_ij - shift_i} for j not in {i, j*}, shift_i the second largest negative
+        t, shift, log_rest = _shifted_exp(u, -math.inf)
+        _put_at(t, top, 0.0)
+        lse = torch.logaddexp(top_score, log_rest)
+        positives = _positives(s).clone()
+        log_all = torch.logaddexp(log_w + torch.logaddexp(positives, lse), log_b)  # L_i
+        gamma = (log_w + shift - log_all).exp()  # w e^{s_ij - L_i} = gamma_i t_ij
+        # mu_ij = 1 - gamma_i t_ij, in [1/2, 1]; 1 at j = i and at j*, where t = 0
+        mu = torch.addcmul(
+            torch.ones((), dtype=t.dtype, device=t.device), t, gamma[..., None], value=-1
+        )
+        log_mu = _sum_of_logs(mu)
+        log_m_top = torch.logaddexp(log_w + torch.logaddexp(positives, log_rest), log_b)
+        joint = (s.shape[-1] - 2) * log_all + log_mu + log_m_top
+        return lse, positives, joint, t, mu, top, shift, top_score, gamma, log_all, log_m_top
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, log_b, log_w = inputs
+        lse, positives, _, *kept = output
+        ctx.mark_non_differentiable(*kept)
+        # no K x K zeros for the gradients of t and mu (and of unused outputs): None instead
+        ctx.set_materialize_grads(False)
+        ctx.log_w = log_w
+        ctx.save_for_backward(lse, positives, log_b, *kept)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx,
+        grad_lse: Tensor | None,
+        grad_positives: Tensor | None,
+        grad_joint: Tensor | None,
+        *_: None,
+    ):
+        lse, positives, log_b, t, mu, top, shift, top_score, gamma, log_all, log_m_top = (
+            ctx.saved_tensors
+        )
+        grad_lse, grad_positives, grad_joint = (
+            _zeros_for_none(g, lse) for g in (grad_lse, grad_positives, grad_joint)
+        )
+
+        def over_m_top(log_numerator: Tensor) -> Tensor:
+            return (log_numerator - log_m_top).exp()
+
+        # ds_ik = t_ik (a_i - b_i / mu_ik), a_i = a_rest_i + b_i rho_i; t is 0 at k = i and
+        # k = j*, filled in below. rho_i sums 1 / mu_ij over j not in {i, j*} (mu is 1 at both):
+        # j* enters through 1 / m_ij*, which can overflow on its own (when j* dominates the row)
+        # but not as e^{s_ik} / m_ij* for k != j*
+        inverse_mu = mu.reciprocal()
+        rho = inverse_mu.sum(-1) - 2.0
+        b = grad_joint * gamma
+        a = grad_lse * (shift - lse).exp() + grad_joint * over_m_top(ctx.log_w + shift) + b * rho
+        grad = inverse_mu.mul_(-b.unsqueeze(-1)).add_(a.unsqueeze(-1)).mul_(t)
+        grad_top = grad_lse * (top_score - lse).exp()
+        grad_top += grad_joint * (ctx.log_w + top_score - log_all).exp() * rho
+        _put_at(grad, top, grad_top)
+        log_w_positives = ctx.log_w + positives
+        _positives(grad).copy_(
+            grad_positives
+            + grad_joint * ((log_w_positives - log_all).exp() * rho + over_m_top(log_w_positives))
+        )
+        grad_log_b = grad_joint * ((log_b - log_all).exp() * rho + over_m_top(log_b))
+        return grad, grad_log_b, None
 
 
 def interpolated(
@@ -242,6 +525,7 @@ def interpolated(
 ) -> Tensor:
     """Interpolated InfoNCE/TUBA bound I_alpha, in nats; Poole et al. 2019 eq. (11) with the
     leave-one-out of their reference code, in the row (anchor) convention.
+    See docs/pairwise.md#interpolated.
 
     Multi-sample TUBA whose baseline for anchor ``x_i``, when scoring candidate ``j``, is
     ``m_ij = alpha * mean_{k!=j} exp(s_ik) + (1 - alpha) * q(x_i)``:
@@ -249,42 +533,46 @@ def interpolated(
     ``I_alpha = 1 + mean_{i!=j} [s_ii - log m_ij] - mean_{i!=j} exp(s_ij - log m_ii)``
 
     At most ``1 + log(K / alpha)``; alpha -> 1 approaches InfoNCE, alpha -> 0 TUBA with
-    baseline q.
+    baseline q. O(K^2) time and memory (the naive leave-one-out is O(K^3)).
 
     Args:
         scores: ``(..., K, K)``.
         alpha: interpolation weight in (0, 1].
-        log_baseline: ``(..., K)`` log q(x_i) per anchor, or one float for all.
+        log_baseline: ``(..., K)`` log q(x_i) per anchor (leading dimensions may broadcast
+            against the stack ``scores.shape[:-2]``; differentiable), or one number for all.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import math, torch
+        >>> from mibounds import bounds
+        >>> s = 3.0 * torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+        >>> bool(bounds.interpolated(s, 0.1) <= 1 + math.log(8 / 0.1))
+        True
+        >>> # alpha = 1 drops the baseline q entirely
+        >>> bool(bounds.interpolated(s, 1.0, -5.0) == bounds.interpolated(s, 1.0, 5.0))
+        True
     """
-    if not (isinstance(alpha, (int, float)) and 0.0 < alpha <= 1.0):
+    alpha = _number(alpha, "alpha")
+    if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
     s = check_scores(scores, validate_args=validate_args)
     k = s.shape[-1]
-    log_q = torch.as_tensor(log_baseline, dtype=s.dtype, device=s.device)
-    if log_q.dim() == 0:
-        log_q = log_q.expand(s.shape[:-1])
-    if log_q.shape[-1:] != s.shape[-1:]:
-        raise ValueError(
-            f"log_baseline must have shape (..., K) = (..., {k}), got {tuple(log_q.shape)}"
-        )
-    log_q = log_q.to(s.dtype)
+    log_q = _log_baseline(log_baseline, s, validate_args)
+    log_w = math.log(alpha / (k - 1))  # the weight of each e^{s_ik} in m_ij
     # log(1 - alpha) = -inf at alpha = 1 drops the baseline exactly (math.log1p(-1) would raise)
-    log_weight_q = -math.inf if alpha == 1.0 else math.log1p(-alpha)
-    log_m = torch.logaddexp(
-        _leave_one_out_logmeanexp(s) + math.log(alpha),
-        log_q.unsqueeze(-1) + log_weight_q,
-    )
-    # mean_{i!=j} (s_ii - log m_ij), with the off-diagonal sum taken as all minus diagonal
-    log_m_off = log_m.sum((-2, -1)) - _positives(log_m).sum(-1)
-    joint = _positives(s).mean(-1) - log_m_off / (k * (k - 1))
-    marginal = _negatives_logmeanexp(s - _positives(log_m).unsqueeze(-1)).exp()
+    log_b = log_q + (-math.inf if alpha == 1.0 else math.log1p(-alpha))
+    negatives_lse, positives, joint_sums = _InterpolatedTerms.apply(s, log_b, log_w)[:3]
+    joint = positives.mean(-1) - joint_sums.sum(-1) / (k * (k - 1))
+    # m_ii = w sum_{k!=i} e^{s_ik} + b_i: exp(lse_i - log m_ii) <= 1 / w, never overflows
+    log_m_own = torch.logaddexp(log_w + negatives_lse, log_b)
+    marginal = (negatives_lse - log_m_own).exp().sum(-1) / (k * (k - 1))
     return 1.0 + joint - marginal
 
 
 def eqco(scores: Tensor, alpha: float, *, validate_args: bool = True) -> Tensor:
     """EqCo margin InfoNCE, in nats; Zhu et al. 2020 (margin ``m = tau log(alpha / K_neg)``).
+    See docs/pairwise.md#eqco.
 
     ``I_EqCo = log(alpha + 1) - mean_i L_i``,
     ``L_i = -log( e^{s_ii} / (e^{s_ii} + (alpha / (K-1)) sum_{j!=i} e^{s_ij}) )``
@@ -298,25 +586,48 @@ def eqco(scores: Tensor, alpha: float, *, validate_args: bool = True) -> Tensor:
         alpha: the number of negatives EqCo pretends to have, > 0.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isclose(bounds.eqco(s, alpha=7), bounds.infonce(s)))  # alpha = K - 1
+        True
     """
     alpha = check_positive(alpha, "alpha")
     s = check_scores(scores, validate_args=validate_args)
     k = s.shape[-1]
-    pos = _positives(s)
-    negatives = logsumexp(_drop_positives(s), -1)
-    partition = torch.logaddexp(pos, negatives + math.log(alpha / (k - 1)))
-    return math.log(alpha + 1.0) - (partition - pos).mean(-1)
+    # L_i = c + log sum_j exp(s_ij - c [j == i]) - s_ii, c = log(alpha / (K - 1)) the weight
+    # of each negative; the row logsumexp then runs over the weighted terms themselves
+    c = math.log(alpha / (k - 1))
+    lse, positives = _row_logsumexp(s, -c)
+    return math.log(alpha + 1.0) - (c + lse - positives).mean(-1)
 
 
 class MINE(nn.Module):
     """MINE (Belghazi et al. 2018): the DV value with the bias-corrected moving-average gradient.
+    See docs/pairwise.md#mine.
 
     value ``= I_DV(s)``; gradient of ``mean_i s_ii - mean_{i!=j} exp(s_ij) / Z``, where ``Z`` is
     an exponential moving average of ``mean_{i!=j} exp(s_ij)`` (kept in log space so it never
     overflows): ``Z <- momentum * Z + (1 - momentum) * batch mean``, the first batch sets ``Z``.
 
-    Shapes as ``dv``: ``scores: (..., K, K) -> (...)``; the moving average has shape ``(...)`` and
-    is a buffer, so it is saved with ``state_dict``.
+    Shapes as ``dv``: ``scores: (..., K, K) -> (...)``, in nats; the moving average has shape
+    ``(...)`` (``batch_shape``) and is a buffer, so it is saved with ``state_dict``.
+
+    Args:
+        momentum: weight of the old average, in [0, 1) (0: each batch's own mean).
+        batch_shape: the stack shape ``scores.shape[:-2]`` the module will see.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds
+        >>> mine = bounds.MINE(momentum=0.9)
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isclose(mine(s), bounds.dv(s)))  # the value is DV's
+        True
+        >>> int(mine.steps)
+        1
     """
 
     log_partition: Tensor
@@ -324,9 +635,10 @@ class MINE(nn.Module):
 
     def __init__(self, momentum: float = 0.99, batch_shape: tuple[int, ...] = ()) -> None:
         super().__init__()
-        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
+        momentum = _number(momentum, "momentum")
+        if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = momentum
         self.register_buffer("log_partition", torch.zeros(batch_shape))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
@@ -337,7 +649,7 @@ class MINE(nn.Module):
                 f"MINE was built for stacks of shape {tuple(self.log_partition.shape)}, got "
                 f"scores of shape {tuple(s.shape)}; pass batch_shape={tuple(s.shape[:-2])}"
             )
-        batch_log_mean = _negatives_logmeanexp(s)
+        positives, batch_log_mean = _negatives_logmeanexp(s)
         with torch.no_grad():
             if int(self.steps) == 0:
                 self.log_partition.copy_(batch_log_mean)
@@ -351,7 +663,7 @@ class MINE(nn.Module):
                     else batch_log_mean
                 )
             self.steps += 1
-        positive = _positives(s).mean(-1)
+        positive = positives.mean(-1)
         surrogate = positive - (batch_log_mean - self.log_partition).exp()
         return _straight_through(positive - batch_log_mean, surrogate)
 
@@ -365,21 +677,45 @@ PAIRWISE: dict[str, Callable[..., Tensor]] = {
     "interpolated": interpolated,
 }
 
+# the parameters each estimator takes (beyond the scores), for is_bound
+_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "infonce": (),
+    "nwj": (),
+    "tuba": ("log_baseline",),
+    "dv": (),
+    "js": (),
+    "smile": ("clip",),
+    "interpolated": ("alpha", "log_baseline"),
+    "eqco": ("alpha",),
+    "mine": ("momentum",),
+}
 _ESTIMATES_ONLY = frozenset({"dv", "mine", "smile"})
-_BOUNDS = frozenset({"infonce", "nwj", "tuba", "js", "interpolated"})
 
 
 def is_bound(name: str, k: int, **params: float) -> bool:
-    """Whether estimator ``name`` is a lower bound on MI at batch size ``k`` (with ``params``).
+    """Whether estimator ``name`` is a lower bound on MI at batch size ``k`` (with ``params``,
+    the estimator's own keyword arguments); see docs/conventions.md#bound-and-estimate.
 
-    EqCo is one only when its ``alpha <= k - 1`` (it then lowers InfoNCE's ceiling); DV, MINE
-    and SMILE are minibatch estimates of DV-type quantities, not bounds.
+    EqCo is one only when its ``alpha <= k - 1`` (it then lowers InfoNCE's ceiling), so it
+    needs ``alpha``; DV, MINE and SMILE are minibatch estimates of DV-type quantities, not bounds.
+
+    Example:
+        >>> from mibounds import bounds
+        >>> bounds.is_bound("infonce", 64), bounds.is_bound("dv", 64)
+        (True, False)
+        >>> bounds.is_bound("eqco", 64, alpha=63), bounds.is_bound("eqco", 64, alpha=512)
+        (True, False)
     """
+    if name not in _PARAMETERS:
+        raise ValueError(f"unknown estimator {name!r}; expected one of {sorted(_PARAMETERS)}")
+    check_at_least(k, 2, "k")
+    unknown = sorted(set(params) - set(_PARAMETERS[name]))
+    if unknown:
+        raise ValueError(
+            f"{name} takes no parameter {unknown[0]!r}; its parameters are {_PARAMETERS[name]}"
+        )
     if name == "eqco":
+        if "alpha" not in params:
+            raise ValueError("eqco needs alpha to tell whether it is a bound (alpha <= k - 1)")
         return check_positive(params["alpha"], "alpha") <= k - 1
-    if name in _BOUNDS:
-        return True
-    if name in _ESTIMATES_ONLY:
-        return False
-    known = sorted(_BOUNDS | _ESTIMATES_ONLY | {"eqco"})
-    raise ValueError(f"unknown estimator {name!r}; expected one of {known}")
+    return name not in _ESTIMATES_ONLY

@@ -78,6 +78,20 @@ def test_interpolated_leave_one_out_is_exact_when_one_score_dominates() -> None:
     )
 
 
+@pytest.mark.parametrize("alpha", [0.01, 0.5, 1.0])
+@pytest.mark.parametrize("scale", [300.0, 1e4])
+def test_interpolated_matches_the_reference_at_large_scale(scale: float, alpha: float) -> None:
+    # entries hundreds of nats apart: the largest negative of a row dominates the others by more
+    # than the clamp's 4 log(eps) (-144 in float64), where the leave-one-out must stay exact
+    g = torch.Generator().manual_seed(int(scale))
+    s = scale * (2 * torch.rand(2, 6, 6, generator=g, dtype=torch.float64) - 1)
+    log_q = torch.linspace(-scale / 2, scale / 2, 6, dtype=torch.float64)
+    out = B.interpolated(s, alpha, log_q)
+    for b in range(2):
+        expected = ref.interpolated(s[b].numpy(), alpha, log_q.numpy())
+        assert out[b].item() == pytest.approx(expected, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------------- properties
 
 square_scores = st.integers(2, 6).flatmap(
@@ -115,7 +129,7 @@ def test_eqco_with_alpha_k_minus_1_is_infonce(s: np.ndarray) -> None:
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float64, (4, 4), elements=st.floats(-20, 20)))
 def test_js_value_is_nwj_of_shifted_scores_and_tuba_at_one_is_nwj(s: np.ndarray) -> None:
-    """bounds.md §2: value of js(f) = nwj(f + 1); tuba with log a = 1 is nwj (Poole et al.)."""
+    """docs/pairwise.md#js: value of js(f) = nwj(f + 1); tuba with log a = 1 is nwj (Poole)."""
     t = torch.from_numpy(s)
     assert B.js(t).item() == pytest.approx(B.nwj(t + 1).item(), rel=1e-12, abs=1e-9)
     assert B.tuba(t, 1.0).item() == pytest.approx(B.nwj(t).item(), rel=1e-12, abs=1e-9)
@@ -237,6 +251,127 @@ def test_straight_through_gradient_is_the_js_fgan_gradient(fn) -> None:
     np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-6, atol=1e-8)
 
 
+# the fused forward/backward passes against the plain autograd formulas of bounds_reference.py:
+# (estimator, plain formula, whether the values agree too) as functions of (scores, log baseline)
+FUSED = {
+    "nwj": (lambda s, q: B.nwj(s), lambda s, q: ref.torch_nwj(s), True),
+    "tuba": (B.tuba, ref.torch_tuba, True),
+    "dv": (lambda s, q: B.dv(s), lambda s, q: ref.torch_dv(s), True),
+    "js": (lambda s, q: B.js(s), lambda s, q: ref.torch_js_fgan(s), False),
+    "smile": (lambda s, q: B.smile(s, 2.0), lambda s, q: ref.torch_js_fgan(s), False),
+    "eqco(0.5)": (lambda s, q: B.eqco(s, 0.5), lambda s, q: ref.torch_eqco(s, 0.5), True),
+    "eqco(1e3)": (lambda s, q: B.eqco(s, 1e3), lambda s, q: ref.torch_eqco(s, 1e3), True),
+}
+FUSED |= {
+    f"interpolated({alpha})": (
+        lambda s, q, alpha=alpha: B.interpolated(s, alpha, q),
+        lambda s, q, alpha=alpha: ref.torch_interpolated(s, alpha, q),
+        True,
+    )
+    for alpha in (0.01, 0.5, 1.0)
+}
+
+
+def fused_cases() -> list[tuple[str, torch.Tensor]]:
+    """(label, (2, K, K) float64 scores): moderate and large scales, ties, K = 2 and 100, and rows
+    whose largest negative dominates the rest by more than the clamp's 4 log(eps) = -144."""
+    g = torch.Generator().manual_seed(13)
+    cases = [(f"scale {c:g}", random_scores((2, 5, 5), seed=14, scale=c)) for c in (1.0, 30.0)]
+    cases.append(("scale 300", 300 * (2 * torch.rand(2, 5, 5, generator=g) - 1).double()))
+    cases.append(("ties", torch.randint(-1, 2, (2, 5, 5), generator=g).double()))
+    cases.append(("K = 2", random_scores((2, 2, 2), seed=15)))
+    # interpolated sums logs as logs of products of 64 entries: one product and a rest of 36
+    cases.append(("K = 100", random_scores((2, 100, 100), seed=21)))
+    dominated = random_scores((2, 5, 5), seed=16, scale=1.0)
+    dominated[:, torch.arange(5), (torch.arange(5) + 1) % 5] += 200.0
+    cases.append(("dominated", dominated))
+    return cases
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+@pytest.mark.parametrize(("label", "scores"), fused_cases(), ids=[c[0] for c in fused_cases()])
+def test_fused_gradients_are_the_plain_autograd_gradients(name, label, scores) -> None:
+    fn, plain, same_value = FUSED[name]
+    k = scores.shape[-1]
+    results = []
+    for f in (fn, plain):
+        s = scores.clone().requires_grad_()
+        q = torch.linspace(-1.0, 2.0, k, dtype=torch.float64).expand(2, k).clone()
+        q.requires_grad_()
+        value = f(s, q)
+        # weights per stacked matrix, so that a mix-up between the matrices would show
+        weighted = (value * torch.tensor([1.0, -2.0])).sum()
+        results.append((value, *torch.autograd.grad(weighted, (s, q), allow_unused=True)))
+    (value, grad_s, grad_q), (plain_value, plain_s, plain_q) = results
+    if same_value:
+        torch.testing.assert_close(value, plain_value, rtol=1e-12, atol=1e-12)
+    # the only differences are float64 rounding and the clamp (an entry 144 nats below its
+    # row's largest term gets e^-144 of that term's gradient instead of less): 1e-10 of the
+    # largest gradient entry
+    tolerance = dict(rtol=1e-10, atol=1e-10 * plain_s.abs().max().item())
+    torch.testing.assert_close(grad_s, plain_s, **tolerance)
+    if plain_q is not None:
+        torch.testing.assert_close(grad_q, plain_q, rtol=1e-10, atol=1e-10 * plain_q.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("name", "dominated"),
+    [("tuba", False)]
+    + [(f"interpolated({a})", d) for a in (0.01, 0.5, 1.0) for d in (False, True)],
+)
+def test_gradcheck_in_scores_and_baseline(name: str, dominated: bool) -> None:
+    s = random_scores((2, 4, 4), seed=17, scale=1.0)
+    if dominated:  # each row's largest negative 40 nats above the rest: the j* branch
+        s[:, torch.arange(4), (torch.arange(4) + 1) % 4] += 40.0
+    q = torch.linspace(-1.0, 1.0, 4, dtype=torch.float64).repeat(2, 1)
+    fn = FUSED[name][0]
+    assert torch.autograd.gradcheck(fn, (s.requires_grad_(), q.requires_grad_()))
+
+
+def test_row_logsumexp_gradient_with_an_output_unused() -> None:
+    # autograd passes None for an unused output (no K x K zeros): each output alone
+    s = random_scores((2, 5, 5), seed=22).requires_grad_()
+    lse, positives = B._row_logsumexp(s, -math.inf)
+    (grad_lse,) = torch.autograd.grad(lse.sum(), s, retain_graph=True)
+    (grad_positives,) = torch.autograd.grad(positives.sum(), s)
+    masked = s + torch.zeros(5, 5, dtype=s.dtype).fill_diagonal_(-math.inf)
+    (expected,) = torch.autograd.grad(torch.logsumexp(masked, -1).sum(), s)
+    torch.testing.assert_close(grad_lse, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad_positives, torch.eye(5, dtype=s.dtype).expand(2, 5, 5))
+
+
+UNCHECKED = {
+    "nwj": B.nwj,
+    "tuba": functools.partial(B.tuba, log_baseline=0.5),
+    "dv": B.dv,
+    "js": B.js,
+    "smile": B.smile,
+    "eqco": functools.partial(B.eqco, alpha=3.0),
+    "interpolated": functools.partial(B.interpolated, alpha=0.2, log_baseline=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCHECKED))
+def test_fused_estimators_work_under_vmap_and_func_grad(name: str) -> None:
+    fn = functools.partial(UNCHECKED[name], validate_args=False)  # value checks cannot run there
+    s = random_scores((3, 5, 5), seed=18)
+    torch.testing.assert_close(torch.vmap(fn)(s), fn(s), rtol=1e-12, atol=1e-12)
+    (expected,) = torch.autograd.grad(fn(s.requires_grad_()).sum(), s)
+    torch.testing.assert_close(torch.vmap(torch.func.grad(fn))(s.detach()), expected)
+
+
+@pytest.mark.parametrize("name", sorted(UNCHECKED))
+def test_any_memory_layout_gives_the_same_values_and_gradients(name: str) -> None:
+    fn = UNCHECKED[name]
+    base = random_scores((2, 5, 5), seed=19)
+    results = []
+    for s in (base.clone(), base.transpose(-1, -2).contiguous().transpose(-1, -2)):
+        s.requires_grad_()
+        value = fn(s)
+        results.append((value, *torch.autograd.grad(value.sum(), s)))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+
+
 def test_mine_value_is_dv_and_gradient_uses_the_moving_average() -> None:
     mine = B.MINE(momentum=0.9)
     s1, s2 = random_scores((4, 4), seed=7), random_scores((4, 4), seed=8).requires_grad_()
@@ -341,6 +476,66 @@ def test_bad_parameters_raise() -> None:
         B.MINE()(torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match="unknown estimator"):
         B.is_bound("nce", 8)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda s: B.eqco(s, True), "alpha"),
+        (lambda s: B.eqco(s, math.nan), "alpha"),
+        (lambda s: B.interpolated(s, True), "alpha"),
+        (lambda s: B.interpolated(s, math.nan), "alpha"),
+        (lambda s: B.interpolated(s, 0.1, math.nan), "log_baseline"),
+        (lambda s: B.interpolated(s, 0.1, torch.tensor([0.0, math.inf, 0.0])), "log_baseline"),
+        (lambda s: B.interpolated(s, 0.1, True), "log_baseline"),
+        (lambda s: B.tuba(s, math.inf), "log_baseline"),
+        (lambda s: B.tuba(s, False), "log_baseline"),
+        (lambda s: B.tuba(s, torch.ones(3, dtype=torch.bool)), "log_baseline"),
+        (lambda s: B.smile(s, clip=True), "clip"),
+        (lambda s: B.smile(s, clip=math.nan), "clip"),
+        (lambda s: B.smile(s, clip="5"), "clip"),
+        (lambda s: B.MINE(momentum=False), "momentum"),
+        (lambda s: B.MINE(momentum=math.nan), "momentum"),
+    ],
+)
+def test_bools_nan_and_infinities_where_numbers_are_meant_raise(call, argument: str) -> None:
+    with pytest.raises(ValueError, match=argument):
+        call(torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize("fn", [B.tuba, functools.partial(B.interpolated, alpha=0.1)])
+def test_baseline_shape_is_checked_against_the_stack(fn) -> None:
+    s = torch.zeros(2, 3, 4, 4)
+    for bad in (
+        torch.zeros(5, 4),
+        torch.zeros(1, 2, 3, 4),
+        torch.zeros(2, 3, 3),
+        torch.zeros(4, 1),
+    ):
+        with pytest.raises(ValueError, match=r"log_baseline must have shape \(\.\.\., K\)"):
+            fn(s, log_baseline=bad)
+    # leading dimensions that broadcast against the stack (2, 3) are accepted, as documented
+    full = fn(s, log_baseline=torch.ones(2, 3, 4))
+    for fits in (torch.ones(4), torch.ones(3, 4), torch.ones(2, 1, 4)):
+        torch.testing.assert_close(fn(s, log_baseline=fits), full)
+
+
+def test_is_bound_refuses_missing_and_unknown_parameters() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        B.is_bound("eqco", 8)
+    with pytest.raises(ValueError, match="alpha"):
+        B.is_bound("eqco", 8, alpha=True)
+    with pytest.raises(ValueError, match="'clip'"):
+        B.is_bound("nwj", 8, clip=5.0)
+    with pytest.raises(ValueError, match="'temperature'"):
+        B.is_bound("smile", 8, temperature=0.1)
+    with pytest.raises(ValueError, match="k must be an integer >= 2"):
+        B.is_bound("infonce", 1)
+    # each estimator's own parameters are accepted
+    assert B.is_bound("smile", 8, clip=5.0) is False
+    assert B.is_bound("interpolated", 8, alpha=0.01, log_baseline=0.0) is True
+    assert B.is_bound("tuba", 8, log_baseline=1.0) is True
+    assert B.is_bound("mine", 8, momentum=0.9) is False
 
 
 def test_validate_args_false_skips_value_checks_only() -> None:
