@@ -22,23 +22,20 @@ arXiv 2010.01929).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from mibounds._checks import check_at_least, check_finite, check_positive, check_scores
+from mibounds._checks import check_finite, check_positive, check_scores
 from mibounds._numerics import _floor, cross_entropy, logsumexp
 
 __all__ = [
     "MINE",
-    "PAIRWISE",
     "dv",
     "eqco",
     "infonce",
     "interpolated",
-    "is_bound",
     "js",
     "nwj",
     "smile",
@@ -579,7 +576,7 @@ def eqco(scores: Tensor, alpha: float, *, validate_args: bool = True) -> Tensor:
 
     The K - 1 in-batch negatives stand in for ``alpha`` of them. With ``alpha = K - 1`` this is
     exactly ``infonce``. An estimator: a lower bound on MI only for ``alpha <= K - 1`` (see
-    ``is_bound``), beyond that it can exceed the true MI.
+    ``mibounds.catalogue``), beyond that it can exceed the true MI.
 
     Args:
         scores: ``(..., K, K)``.
@@ -666,56 +663,3 @@ class MINE(nn.Module):
         positive = positives.mean(-1)
         surrogate = positive - (batch_log_mean - self.log_partition).exp()
         return _straight_through(positive - batch_log_mean, surrogate)
-
-
-PAIRWISE: dict[str, Callable[..., Tensor]] = {
-    "infonce": infonce,
-    "nwj": nwj,
-    "dv": dv,
-    "js": js,
-    "smile": smile,
-    "interpolated": interpolated,
-}
-
-# the parameters each estimator takes (beyond the scores), for is_bound
-_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "infonce": (),
-    "nwj": (),
-    "tuba": ("log_baseline",),
-    "dv": (),
-    "js": (),
-    "smile": ("clip",),
-    "interpolated": ("alpha", "log_baseline"),
-    "eqco": ("alpha",),
-    "mine": ("momentum",),
-}
-_ESTIMATES_ONLY = frozenset({"dv", "mine", "smile"})
-
-
-def is_bound(name: str, k: int, **params: float) -> bool:
-    """Whether estimator ``name`` is a lower bound on MI at batch size ``k`` (with ``params``,
-    the estimator's own keyword arguments); see docs/conventions.md#bound-and-estimate.
-
-    EqCo is one only when its ``alpha <= k - 1`` (it then lowers InfoNCE's ceiling), so it
-    needs ``alpha``; DV, MINE and SMILE are minibatch estimates of DV-type quantities, not bounds.
-
-    Example:
-        >>> from mibounds import bounds
-        >>> bounds.is_bound("infonce", 64), bounds.is_bound("dv", 64)
-        (True, False)
-        >>> bounds.is_bound("eqco", 64, alpha=63), bounds.is_bound("eqco", 64, alpha=512)
-        (True, False)
-    """
-    if name not in _PARAMETERS:
-        raise ValueError(f"unknown estimator {name!r}; expected one of {sorted(_PARAMETERS)}")
-    check_at_least(k, 2, "k")
-    unknown = sorted(set(params) - set(_PARAMETERS[name]))
-    if unknown:
-        raise ValueError(
-            f"{name} takes no parameter {unknown[0]!r}; its parameters are {_PARAMETERS[name]}"
-        )
-    if name == "eqco":
-        if "alpha" not in params:
-            raise ValueError("eqco needs alpha to tell whether it is a bound (alpha <= k - 1)")
-        return check_positive(params["alpha"], "alpha") <= k - 1
-    return name not in _ESTIMATES_ONLY

@@ -38,7 +38,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mibounds import barlow, bounds, polyview, sogclr
-from mibounds._checks import suggest
+from mibounds._checks import check_at_least, suggest
 
 __all__ = [
     "CATALOGUE",
@@ -50,6 +50,7 @@ __all__ = [
     "LossContext",
     "Param",
     "entry",
+    "is_bound",
     "pairwise_names",
     "register",
 ]
@@ -215,8 +216,19 @@ class Entry:
                 raise ValueError(f"{self.name!r}: {err}") from None
         return out
 
+    def estimator(self, params: Mapping[str, Any] | None = None) -> Callable[..., Tensor]:
+        """``estimate`` with ``params`` (checked, the defaults filled in) bound to it: a function
+        of the input alone (and ``validate_args``), e.g. a pairwise bound to plug into
+        ``polyview.multicrop``."""
+        if self.estimate is None:
+            raise ValueError(f"{self.name!r} has no estimate (it is a loss or keeps state)")
+        checked = self.check_params(params or {})
+        return functools.partial(self.estimate, **checked) if checked else self.estimate
+
     def is_bound(self, k: int, params: Mapping[str, Any]) -> bool:
-        """Whether the estimate is a lower bound on the MI it ``estimates`` at batch size K."""
+        """Whether the estimate is a lower bound on the MI it ``estimates`` at batch size K
+        (docs/conventions.md#bound-and-estimate)."""
+        check_at_least(k, 2, "k")
         return bool(self.bound(k, self.check_params(params)))
 
     def check_views(self, m: int) -> None:
@@ -247,6 +259,21 @@ def entry(name: str, what: str = "estimator") -> Entry:
             f"{sorted(CATALOGUE)}"
         )
     return CATALOGUE[name]
+
+
+def is_bound(name: str, k: int, **params: Any) -> bool:
+    """Whether estimator ``name`` with ``params`` is a lower bound on MI at batch size ``k``:
+    EqCo only for ``alpha <= k - 1``; DV, MINE, SMILE and SogCLR never (estimates); the
+    poly-view readings only with same-view candidates.
+
+    Example:
+        >>> from mibounds.catalogue import is_bound
+        >>> is_bound("infonce", 64), is_bound("dv", 64), is_bound("eqco", 64, alpha=512)
+        (True, False, False)
+        >>> is_bound("arithmetic", 64), is_bound("arithmetic", 64, negatives="all_views")
+        (True, False)
+    """
+    return entry(name).is_bound(k, params)
 
 
 def pairwise_names() -> tuple[str, ...]:
@@ -440,7 +467,7 @@ def _check_multicrop(params: Mapping[str, Any]) -> None:
 
 def _multicrop(S: Tensor, bound: str, negatives: str, *, validate_args: bool = True) -> Tensor:
     return polyview.multicrop(
-        S, entry(bound).estimate, negatives=negatives, validate_args=validate_args
+        S, entry(bound).estimator(), negatives=negatives, validate_args=validate_args
     )
 
 
@@ -520,7 +547,11 @@ def _sufficient_statistics(
     views: Tensor, critic: Callable, normalize: bool, bound: str, *, validate_args: bool = True
 ) -> Tensor:
     return polyview.sufficient_statistics(
-        views, critic, normalize=normalize, bound=entry(bound).estimate, validate_args=validate_args
+        views,
+        critic,
+        normalize=normalize,
+        bound=entry(bound).estimator(),
+        validate_args=validate_args,
     )
 
 

@@ -474,8 +474,6 @@ def test_bad_parameters_raise() -> None:
         B.MINE(momentum=1.0)
     with pytest.raises(ValueError, match="batch_shape"):
         B.MINE()(torch.zeros(2, 3, 3))
-    with pytest.raises(ValueError, match="unknown estimator"):
-        B.is_bound("nce", 8)
 
 
 @pytest.mark.parametrize(
@@ -520,32 +518,8 @@ def test_baseline_shape_is_checked_against_the_stack(fn) -> None:
         torch.testing.assert_close(fn(s, log_baseline=fits), full)
 
 
-def test_is_bound_refuses_missing_and_unknown_parameters() -> None:
-    with pytest.raises(ValueError, match="alpha"):
-        B.is_bound("eqco", 8)
-    with pytest.raises(ValueError, match="alpha"):
-        B.is_bound("eqco", 8, alpha=True)
-    with pytest.raises(ValueError, match="'clip'"):
-        B.is_bound("nwj", 8, clip=5.0)
-    with pytest.raises(ValueError, match="'temperature'"):
-        B.is_bound("smile", 8, temperature=0.1)
-    with pytest.raises(ValueError, match="k must be an integer >= 2"):
-        B.is_bound("infonce", 1)
-    # each estimator's own parameters are accepted
-    assert B.is_bound("smile", 8, clip=5.0) is False
-    assert B.is_bound("interpolated", 8, alpha=0.01, log_baseline=0.0) is True
-    assert B.is_bound("tuba", 8, log_baseline=1.0) is True
-    assert B.is_bound("mine", 8, momentum=0.9) is False
-
-
 def test_validate_args_false_skips_value_checks_only() -> None:
     s = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     assert torch.isnan(B.infonce(s, validate_args=False))
     with pytest.raises(ValueError, match="K >= 2"):
         B.infonce(torch.zeros(1, 1), validate_args=False)
-
-
-def test_is_bound() -> None:
-    assert B.is_bound("infonce", 8) and B.is_bound("nwj", 8) and B.is_bound("js", 8)
-    assert not B.is_bound("dv", 8) and not B.is_bound("smile", 8) and not B.is_bound("mine", 8)
-    assert B.is_bound("eqco", 64, alpha=63) and not B.is_bound("eqco", 64, alpha=512)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mibounds import polyview as P
-from mibounds.bounds import MINE, PAIRWISE, eqco, infonce, nwj, tuba
+from mibounds.bounds import MINE, eqco, infonce, nwj, tuba
+from mibounds.catalogue import entry, pairwise_names
 from mibounds.critics import CRITICS
 from mibounds.gaussian import (
     mi_from_rho,
@@ -145,8 +146,8 @@ def test_estimators_on_a_stack_match_each_slice(name: str) -> None:
 
 @pytest.mark.parametrize(
     "bound",
-    [*PAIRWISE.values(), functools.partial(eqco, alpha=2.0)],
-    ids=[*PAIRWISE, "eqco"],
+    [*(entry(n).estimator() for n in pairwise_names()), functools.partial(eqco, alpha=2.0)],
+    ids=[*pairwise_names(), "eqco"],
 )
 def test_every_pairwise_estimator_plugs_into_multicrop_and_one_vs_rest(bound) -> None:
     S = random_scores((4, 3, 4, 3), seed=21)
@@ -163,7 +164,9 @@ def test_stateful_mine_plugs_in_with_the_stack_shape() -> None:
     value is DV's."""
     value = P.multicrop(S, MINE(batch_shape=(2, 2, 3)).double())
     assert value.shape == (2,)
-    torch.testing.assert_close(value, P.multicrop(S, PAIRWISE["dv"]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        value, P.multicrop(S, entry("dv").estimator()), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("aggregate", P.AGGREGATES)

@@ -16,7 +16,6 @@ source) become ``nn.Module``s; the trainer moves them to the device and switches
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -141,7 +140,7 @@ def build_objective(
     ``n_seeds`` seeds (and ``n_items`` dataset items, for a per-item state)."""
     if found.state is not None:
         return StatefulObjective(found, params, n_seeds, n_items)
-    estimator = functools.partial(found.estimate, **params) if params else found.estimate
+    estimator = found.estimator(params)
     if found.takes == "scores":
         return PairwiseObjective(estimator)
     if found.takes == "polyview_scores":

@@ -128,7 +128,7 @@ def _minus_estimate(found: Entry, params: Mapping[str, Any], ctx: LossContext) -
         state = found.state(params, (ctx.views - 1, ctx.views), ctx.dataset_size)
         bound = state
     else:
-        bound = functools.partial(found.estimate, **params) if params else found.estimate
+        bound = found.estimator(params)
     estimate = functools.partial(polyview.multicrop, bound=bound, validate_args=False)
     return _MinusEstimate(estimate, ctx.temperature, state)
 
