@@ -281,3 +281,63 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if found.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device must be one of {DEVICES}, got {device!r}")
     return found
+
+
+# ------------------------------------------------------- value checks of named parameters
+# Each returns a check ``value -> normalised value`` that raises ``ValueError("must be ...,
+# got ...")``; the caller puts the parameter's name in front (configs, the catalogue).
+
+
+def real_in(
+    low: float, high: float = math.inf, *, low_open: bool, high_open: bool = True
+) -> Callable[[Any], float]:
+    """A real number (not a bool, not NaN) in the interval from ``low`` to ``high``."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+
+    def check(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and not math.isnan(value)
+        ok = ok and (value > low if low_open else value >= low)
+        ok = ok and (value < high if high_open else value <= high)
+        if not ok:
+            raise ValueError(f"must be a number in {left}{low:g}, {high:g}{right}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def integer_from(low: int) -> Callable[[Any], int]:
+    """An integer (not a bool) >= ``low``."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"must be an integer >= {low}, got {value!r}")
+        return value
+
+    return check
+
+
+def one_of(choices: tuple[str, ...] | Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
+    """One of ``choices`` (or of what ``choices()`` gives when asked: a registry)."""
+
+    def check(value: Any) -> str:
+        allowed = choices() if callable(choices) else choices
+        if value not in allowed:
+            raise ValueError(
+                f"must be one of {allowed}{suggest(str(value), allowed)}, got {value!r}"
+            )
+        return value
+
+    return check
+
+
+def flag(value: Any) -> bool:
+    """``True`` or ``False`` (not 0 / 1)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``check``, or ``None`` as it is."""
+    return lambda value: None if value is None else check(value)

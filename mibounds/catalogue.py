@@ -38,7 +38,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mibounds import barlow, bounds, polyview, sogclr
-from mibounds._checks import check_at_least, suggest
+from mibounds._checks import check_at_least, flag, one_of, real_in, suggest
 
 __all__ = [
     "CATALOGUE",
@@ -67,50 +67,15 @@ Gather = Callable[[Tensor], tuple[Tensor, int]]
 # ------------------------------------------------------------------------- parameter checks
 
 
-def _number(name: str, low: float, high: float, *, low_open: bool, high_open: bool) -> Callable:
-    """A check that a value is a real number (not a bool) in an interval; returns a float."""
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-
-    def check(value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and not math.isnan(value)
-        ok = ok and (low < value if low_open else low <= value)
-        ok = ok and (value < high if high_open else value <= high)
-        if not ok:
-            raise ValueError(
-                f"{name} must be a number in {left}{low:g}, {high:g}{right}, got {value!r}"
-            )
-        return float(value)
-
-    return check
-
-
-def _finite(name: str) -> Callable:
-    return _number(name, -math.inf, math.inf, low_open=True, high_open=True)
-
-
-def _choice(name: str, choices: tuple[str, ...]) -> Callable:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-        return value
-
-    return check
-
-
-def _flag(name: str) -> Callable:
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return value
-
-    return check
+def _finite() -> Callable:
+    return real_in(-math.inf, math.inf, low_open=True)
 
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter of an entry: ``check(value)`` raises ``ValueError`` naming it, or returns the
-    value normalised; ``choices`` (if any) are listed by the command line."""
+    """A parameter of an entry: ``check(value)`` returns the value normalised or raises
+    ``ValueError("must be ..., got ...")`` (``check_params`` names the entry and parameter);
+    ``choices`` (if any) are listed by the command line."""
 
     name: str
     default: Any
@@ -124,7 +89,7 @@ def _negatives(default: str = "same_view") -> Param:
     return Param(
         "negatives",
         default,
-        _choice("negatives", choices),
+        one_of(choices),
         "same_view: the K samples' target view (the bound); all_views: the paper's Algorithm 1, "
         "the positive and every view of every other sample (an estimate, not a bound)",
         choices,
@@ -208,7 +173,7 @@ class Entry:
             try:
                 out[p.name] = p.check(value)
             except ValueError as err:
-                raise ValueError(f"{self.name!r}: {err}") from None
+                raise ValueError(f"{self.name!r}: {p.name} {err}") from None
         if self.check is not None:
             try:
                 self.check(out)
@@ -300,7 +265,7 @@ for _name, _summary, _bound, _params in (
         "tuba",
         "TUBA with a constant baseline a",
         True,
-        (Param("log_baseline", 0.0, _finite("log_baseline"), "log a(x), one constant"),),
+        (Param("log_baseline", 0.0, _finite(), "log a(x), one constant"),),
     ),
     ("dv", "Donsker-Varadhan minibatch estimate (biased, not a bound)", False, ()),
     ("js", "NWJ value with Jensen-Shannon gradients", True, ()),
@@ -312,7 +277,7 @@ for _name, _summary, _bound, _params in (
             Param(
                 "clip",
                 5.0,
-                _number("clip", 0.0, math.inf, low_open=True, high_open=False),
+                real_in(0.0, math.inf, low_open=True, high_open=False),
                 "clip threshold tau > 0 (inf: DV)",
             ),
         ),
@@ -325,10 +290,10 @@ for _name, _summary, _bound, _params in (
             Param(
                 "alpha",
                 0.01,
-                _number("alpha", 0.0, 1.0, low_open=True, high_open=False),
+                real_in(0.0, 1.0, low_open=True, high_open=False),
                 "interpolation weight in (0, 1]",
             ),
-            Param("log_baseline", 0.0, _finite("log_baseline"), "log q(x), one constant"),
+            Param("log_baseline", 0.0, _finite(), "log q(x), one constant"),
         ),
     ),
 ):
@@ -359,7 +324,7 @@ register(
             Param(
                 "alpha",
                 REQUIRED,
-                _number("alpha", 0.0, math.inf, low_open=True, high_open=True),
+                real_in(0.0, math.inf, low_open=True, high_open=True),
                 "the number of negatives EqCo stands in for, > 0",
             ),
         ),
@@ -379,7 +344,7 @@ register(
             Param(
                 "momentum",
                 0.99,
-                _number("momentum", 0.0, 1.0, low_open=False, high_open=True),
+                real_in(0.0, 1.0, low_open=False, high_open=True),
                 "moving-average momentum in [0, 1)",
             ),
         ),
@@ -408,7 +373,7 @@ register(
             Param(
                 "gamma",
                 0.9,
-                _number("gamma", 0.0, 1.0, low_open=True, high_open=False),
+                real_in(0.0, 1.0, low_open=True, high_open=False),
                 "moving-average weight of the new batch, in (0, 1]",
             ),
         ),
@@ -484,7 +449,7 @@ register(
             Param(
                 "bound",
                 "infonce",
-                lambda v: _choice("bound", pairwise_names())(v),
+                one_of(pairwise_names),
                 "the pairwise bound averaged over view pairs (same_view only)",
             ),
             _negatives(),
@@ -565,11 +530,11 @@ register(
         _sufficient_statistics,
         "global_batch",
         (
-            Param("normalize", False, _flag("normalize"), "re-normalise the rest's mean"),
+            Param("normalize", False, flag, "re-normalise the rest's mean"),
             Param(
                 "bound",
                 "infonce",
-                lambda v: _choice("bound", pairwise_names())(v),
+                one_of(pairwise_names),
                 "the pairwise bound on the set scores",
             ),
         ),
@@ -600,7 +565,7 @@ register(
             Param(
                 "beta",
                 0.0051,
-                _number("beta", 0.0, math.inf, low_open=False, high_open=True),
+                real_in(0.0, math.inf, low_open=False, high_open=True),
                 "weight of the off-diagonal (redundancy) term, >= 0",
             ),
         ),

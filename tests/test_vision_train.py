@@ -204,8 +204,8 @@ def test_bad_objective_options_fail_in_one_line_before_anything_runs(tmp_path, c
         (["--objective", "simclr", "--param", "beta=0.1"], "'simclr' got unknown parameter 'beta'"),
         (["--probe-epochs", "0"], "probe_epochs (--probe-epochs) must be an integer >= 1"),
         (["--knn-k", "0"], "knn_k (--knn-k) must be an integer >= 1"),
-        (["--knn-temperature", "0"], "knn_temperature (--knn-temperature) must be a finite"),
-        (["--weight-decay", "-1"], "weight_decay (--weight-decay) must be a finite number in [0"),
+        (["--knn-temperature", "0"], "knn_temperature (--knn-temperature) must be a number in (0"),
+        (["--weight-decay", "-1"], "weight_decay (--weight-decay) must be a number in [0"),
         (["--device", "foo"], "device (--device) must be one of auto, cpu"),
         (["--param", "alpha"], "--param takes NAME=VALUE"),
     ):

@@ -10,14 +10,21 @@ the registries' names, and the view checks that need torchvision run only when a
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mibounds._checks import check_device, suggest
+from mibounds._checks import (
+    check_device,
+    flag,
+    integer_from,
+    one_of,
+    optional,
+    real_in,
+    suggest,
+)
 from mibounds.catalogue import CATALOGUE, entry
 
 try:
@@ -54,54 +61,10 @@ def default_workers() -> int:
 # ---------------------------------------------------------------------------- value checks
 
 
-def _integer(low: int) -> Callable[[Any], int]:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"must be an integer >= {low}, got {v!r}")
-        return v
-
-    return check
-
-
-def _real(low: float, high: float = math.inf, *, low_open: bool, high_open: bool = True):
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-
-    def check(v: Any) -> float:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        if not ok:
-            raise ValueError(
-                f"must be a finite number in {left}{low:g}, {high:g}{right}, got {v!r}"
-            )
-        return float(v)
-
-    return check
-
-
-def _flag(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, got {v!r}")
-    return v
-
-
 def _text(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError(f"must be a non-empty string, got {v!r}")
     return v
-
-
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None else check(v)
-
-
-def _choice(choices: Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
-    def check(v: Any) -> str:
-        allowed = choices()
-        if v not in allowed:
-            raise ValueError(f"must be one of {allowed}{suggest(str(v), allowed)}, got {v!r}")
-        return v
-
-    return check
 
 
 def _scale(v: Any) -> tuple[float, float]:
@@ -114,8 +77,7 @@ def _scale(v: Any) -> tuple[float, float]:
     return (low, high)
 
 
-def _probability(v: Any) -> float:
-    return _real(0.0, 1.0, low_open=False, high_open=False)(v)
+_PROBABILITY = real_in(0.0, 1.0, low_open=False, high_open=False)
 
 
 def _datasets() -> tuple[str, ...]:
@@ -185,24 +147,24 @@ class TrainConfig:
         "digits",
         "digits ship with scikit-learn; cifar10 and folder read --data-root",
         group=_DATA,
-        check=_choice(_datasets),
+        check=one_of(_datasets),
         choices=_datasets,
     )
     data_root: str | None = option(
         None,
         "CIFAR-10 python batches directory, or an ImageFolder root with train/ and val/",
         group=_DATA,
-        check=_optional(_text),
+        check=optional(_text),
     )
-    image_size: int = option(16, "side of every view in pixels", group=_DATA, check=_integer(1))
+    image_size: int = option(16, "side of every view in pixels", group=_DATA, check=integer_from(1))
     subset: int | None = option(
         None,
         "train on the first N images only",
         group=_DATA,
-        check=_optional(_integer(2)),
+        check=optional(integer_from(2)),
         metavar="N",
     )
-    views: int = option(2, "views per image M", group=_DATA, check=_integer(1), aliases=("-M",))
+    views: int = option(2, "views per image M", group=_DATA, check=integer_from(1), aliases=("-M",))
     crop_scale: tuple[float, float] = option(
         (0.2, 1.0),
         "random resized crop area range LOW,HIGH",
@@ -214,51 +176,59 @@ class TrainConfig:
         0.5,
         "colour jitter strength (p = 0.8); 0 turns it off",
         group=_DATA,
-        check=_real(0.0, low_open=False),
+        check=real_in(0.0, low_open=False),
     )
     grayscale_p: float = option(
-        0.2, "probability of a grayscale view", group=_DATA, check=_probability
+        0.2,
+        "probability of a grayscale view",
+        group=_DATA,
+        check=_PROBABILITY,
     )
-    flip_p: float = option(0.5, "probability of a horizontal flip", group=_DATA, check=_probability)
+    flip_p: float = option(
+        0.5,
+        "probability of a horizontal flip",
+        group=_DATA,
+        check=_PROBABILITY,
+    )
     blur: bool | None = option(
         None,
         "Gaussian blur (default: on for images of side >= 96)",
         group=_DATA,
-        check=_optional(_flag),
+        check=optional(flag),
     )
     # model
     arch: str = option(
         "tiny",
         "tiny = ResNet(BasicBlock, [1, 1, 1, 1])",
         group=_MODEL,
-        check=_choice(_archs),
+        check=one_of(_archs),
         choices=_archs,
     )
     stem: str = option(
         "auto",
         "auto: the CIFAR stem for images of side <= 64",
         group=_MODEL,
-        check=_choice(_stems),
+        check=one_of(_stems),
         choices=_stems,
     )
-    proj_hidden: int = option(512, "projector hidden width", group=_MODEL, check=_integer(1))
-    proj_dim: int = option(128, "embedding dimension D", group=_MODEL, check=_integer(1))
+    proj_hidden: int = option(512, "projector hidden width", group=_MODEL, check=integer_from(1))
+    proj_dim: int = option(128, "embedding dimension D", group=_MODEL, check=integer_from(1))
     sync_bn: bool = option(
         False,
         "BatchNorm statistics over the global batch (CUDA, several processes)",
         group=_MODEL,
-        check=_flag,
+        check=flag,
     )
     # objective
     objective: str = option(
         "simclr",
         "a catalogue name (mibounds.catalogue)",
         group=_OBJECTIVE,
-        check=_choice(lambda: tuple(CATALOGUE)),
+        check=one_of(lambda: tuple(CATALOGUE)),
         choices=lambda: tuple(CATALOGUE),
     )
     temperature: float = option(
-        0.2, "tau of the cosine scores", group=_OBJECTIVE, check=_real(0.0, low_open=True)
+        0.2, "tau of the cosine scores", group=_OBJECTIVE, check=real_in(0.0, low_open=True)
     )
     objective_params: Mapping[str, Any] = option(
         help="the objective's parameters (one option each below)",
@@ -272,51 +242,51 @@ class TrainConfig:
         128,
         "images per step K, over all processes",
         group=_OPTIM,
-        check=_integer(2),
+        check=integer_from(2),
         aliases=("-K",),
     )
     epochs: int = option(
-        10, "training epochs (0: probe the untrained encoder)", group=_OPTIM, check=_integer(0)
+        10, "training epochs (0: probe the untrained encoder)", group=_OPTIM, check=integer_from(0)
     )
     optimizer: str = option(
         "sgd",
         "SGD with momentum, or AdamW",
         group=_OPTIM,
-        check=_choice(lambda: OPTIMIZERS),
+        check=one_of(lambda: OPTIMIZERS),
         choices=lambda: OPTIMIZERS,
     )
     lr: float = option(
-        0.1, "peak learning rate (not scaled by K)", group=_OPTIM, check=_real(0.0, low_open=True)
+        0.1, "peak learning rate (not scaled by K)", group=_OPTIM, check=real_in(0.0, low_open=True)
     )
     momentum: float = option(
-        0.9, "SGD momentum, in [0, 1)", group=_OPTIM, check=_real(0.0, 1.0, low_open=False)
+        0.9, "SGD momentum, in [0, 1)", group=_OPTIM, check=real_in(0.0, 1.0, low_open=False)
     )
     weight_decay: float = option(
-        5e-4, "weight decay (weights only), >= 0", group=_OPTIM, check=_real(0.0, low_open=False)
+        5e-4, "weight decay (weights only), >= 0", group=_OPTIM, check=real_in(0.0, low_open=False)
     )
     warmup_epochs: float = option(
         1.0,
         "linear warm-up epochs, then cosine decay to zero",
         group=_OPTIM,
-        check=_real(0.0, low_open=False),
+        check=real_in(0.0, low_open=False),
     )
     amp: bool = option(
         True,
         "mixed precision on CUDA (bfloat16 where supported, else float16)",
         group=_OPTIM,
-        check=_flag,
+        check=flag,
     )
     seed: int = option(
         0,
         "seed of the initialisation, data order and augmentations",
         group=_OPTIM,
-        check=_integer(0),
+        check=integer_from(0),
     )
     # execution and evaluation
     workers: int = option(
         help="data-loader processes (default: min(4, cores - 1))",
         group=_RUN,
-        check=_integer(0),
+        check=integer_from(0),
         default_factory=default_workers,
     )
     device: str = option(
@@ -327,12 +297,12 @@ class TrainConfig:
         cli=False,
     )
     out: str = option("runs/vision/run", "run directory", group=_RUN, check=_text, cli=False)
-    progress: bool = option(True, "progress bars", group=_RUN, check=_flag, cli=False)
-    probe: bool = option(True, "the kNN and linear probes after training", group=_RUN, check=_flag)
-    probe_epochs: int = option(100, "linear-probe epochs", group=_RUN, check=_integer(1))
-    knn_k: int = option(200, "kNN neighbours", group=_RUN, check=_integer(1))
+    progress: bool = option(True, "progress bars", group=_RUN, check=flag, cli=False)
+    probe: bool = option(True, "the kNN and linear probes after training", group=_RUN, check=flag)
+    probe_epochs: int = option(100, "linear-probe epochs", group=_RUN, check=integer_from(1))
+    knn_k: int = option(200, "kNN neighbours", group=_RUN, check=integer_from(1))
     knn_temperature: float = option(
-        0.1, "kNN temperature", group=_RUN, check=_real(0.0, low_open=True)
+        0.1, "kNN temperature", group=_RUN, check=real_in(0.0, low_open=True)
     )
 
     def __post_init__(self) -> None:
