@@ -59,6 +59,14 @@ def multiview_barlow_terms(
             ``sqrt(eps)`` rather than zero; every other dimension is standardised exactly.
     Returns:
         ``(invariance, redundancy)``, each ``(...)``, dimensionless. Memory ``O(M D^2)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.barlow import multiview_barlow_terms
+        >>> z = torch.randn(32, 3, 8, generator=torch.Generator().manual_seed(0))
+        >>> invariance, redundancy = multiview_barlow_terms(z)
+        >>> bool(invariance > 0), bool(redundancy > 0)
+        (True, True)
     """
     eps = check_positive(eps, "eps")
     x = check_views(z, validate_args)
@@ -89,6 +97,13 @@ def multiview_barlow(
         eps: variance floor of the standardisation (see ``multiview_barlow_terms``).
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.barlow import multiview_barlow
+        >>> z = torch.randn(32, 1, 8, generator=torch.Generator().manual_seed(0)).expand(32, 3, 8)
+        >>> float(multiview_barlow(z, beta=0.0)) < 1e-6  # identical views: no invariance term
+        True
     """
     beta = _check_beta(beta)
     invariance, redundancy = multiview_barlow_terms(z, eps=eps, validate_args=validate_args)
@@ -100,6 +115,13 @@ class MultiViewBarlowLoss(nn.Module):
 
     ``forward(z: (..., K, M, D)) -> (...)``. ``beta`` is the orthogonality weight (Barlow Twins'
     lambda at M = 2); Ghosh, Agrawal et al. find the best beta grows as the projector narrows.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.barlow import MultiViewBarlowLoss, multiview_barlow
+        >>> z = torch.randn(32, 3, 8, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isclose(MultiViewBarlowLoss(0.01)(z), multiview_barlow(z, 0.01)))
+        True
     """
 
     def __init__(self, beta: float = 0.0051, eps: float = 1e-5) -> None:

@@ -65,6 +65,13 @@ class Linear(nn.Linear):
 
     One ``baddbmm`` over the copies: ``torch.vmap`` of ``nn.Linear`` computes the same at about
     twice the cost per layer, and vmap's overhead on every other op of a small critic more.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import Linear
+        >>> layer = Linear(4, 2)
+        >>> tuple(layer(torch.zeros(5, 4)).shape)
+        (5, 2)
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -88,7 +95,14 @@ def mlp(
 ) -> nn.Sequential:
     """``n_hidden`` layers ``Linear -> activation`` of width ``hidden_dim``, then a ``Linear`` to
     ``out_dim``: ``(..., in_dim) -> (..., out_dim)``. ``n_hidden = 0`` is one linear map.
-    Stackable (see ``Linear``) for an elementwise ``activation``."""
+    Stackable (see ``Linear``) for an elementwise ``activation``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import mlp
+        >>> tuple(mlp(3, 16, 2, 8)(torch.zeros(10, 3)).shape)
+        (10, 8)
+    """
     check_at_least(in_dim, 1, "in_dim")
     check_at_least(hidden_dim, 1, "hidden_dim")
     check_at_least(n_hidden, 0, "n_hidden")
@@ -112,6 +126,15 @@ class Critic(nn.Module, abc.ABC):
     leading copy axis R (``torch.func.stack_module_state`` of R instances) and inputs with the
     same leading axis, computes copy r on slice r; ``StackedCritic`` then calls it directly
     instead of through ``torch.vmap``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import Critic
+        >>> class Dot(Critic):  # a critic needs only its pairwise scores
+        ...     def pairwise(self, x, y):
+        ...         return x @ y.mT
+        >>> tuple(Dot()(torch.randn(5, 3, 2)).shape)  # every view against every view
+        (5, 3, 5, 3)
     """
 
     stackable: ClassVar[bool] = False
@@ -147,6 +170,14 @@ class SeparableCritic(Critic):
     ``sim`` is the dot product or the cosine similarity (then ``|f| <= 1 / temperature``, the
     SimCLR form); ``g`` and ``h`` are MLPs ``d -> embed_dim`` (one shared MLP if ``shared``).
     Costs two encoder passes over K rows and one ``(K, D) @ (D, K)`` product.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import SeparableCritic
+        >>> critic = SeparableCritic(2, embed_dim=8, hidden_dim=16)
+        >>> x = torch.randn(5, 2)
+        >>> tuple(critic(x, x).shape), tuple(critic(torch.randn(5, 3, 2)).shape)  # pairs; 3 views
+        ((5, 5), (5, 3, 5, 3))
     """
 
     stackable = True
@@ -194,6 +225,12 @@ class BilinearCritic(Critic):
     """Bilinear critic ``f(x, y) = x^T W y`` with a learned ``W: (d, d)``; Poole et al. 2019, §5.
 
     ``W`` starts uniform in ``[-1/sqrt(d), 1/sqrt(d)]`` (``nn.Linear``'s range).
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import BilinearCritic
+        >>> tuple(BilinearCritic(3)(torch.randn(4, 3), torch.randn(4, 3)).shape)
+        (4, 4)
     """
 
     stackable = True
@@ -218,6 +255,12 @@ class ConcatCritic(Critic):
 
     The pairs are a broadcast ``(..., K, K, 2d)`` tensor, so the cost is ``K^2`` MLP passes
     (``(K M)^2`` in multi-view mode): the most expressive and the most expensive critic.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import ConcatCritic
+        >>> tuple(ConcatCritic(2, hidden_dim=8)(torch.randn(4, 2), torch.randn(4, 2)).shape)
+        (4, 4)
     """
 
     stackable = True
@@ -239,6 +282,15 @@ class AnalyticPairCritic(Critic):
     ``f*(x, y) = log p(y | x) / p(y)`` (``mibounds.gaussian.pair_log_ratio``; docs/gaussian.md).
 
     No parameters; works for any d. Multi-view mode gives ``multiview_log_ratio``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds, gaussian
+        >>> from mibounds.critics import AnalyticPairCritic
+        >>> x, y = gaussian.sample_pairs(512, 1, 0.9, generator=torch.Generator().manual_seed(0))
+        >>> estimate = bounds.infonce(AnalyticPairCritic(0.9)(x, y))
+        >>> bool(abs(estimate - gaussian.mi_from_rho(0.9, 1)) < 0.1)
+        True
     """
 
     stackable = True
@@ -258,6 +310,14 @@ class AnalyticOneVsRestCritic(nn.Module):
     """The optimal set critic on M equicorrelated views: ``forward(z: (..., K, M, d)) ->
     F: (..., M, K, K)``, ``F[a, i, j] = log p(x_{i,a} | X_{j,\\a}) / p(x_{i,a})``
     (``mibounds.gaussian.one_vs_rest_log_ratio``; docs/gaussian.md#analytic-critics).
+
+    Example:
+        >>> import torch
+        >>> from mibounds import gaussian
+        >>> from mibounds.critics import AnalyticOneVsRestCritic
+        >>> z = gaussian.sample_views(16, 4, 1, 0.9, generator=torch.Generator().manual_seed(0))
+        >>> tuple(AnalyticOneVsRestCritic(0.9)(z).shape)  # (M, K, K)
+        (4, 16, 16)
     """
 
     def __init__(self, rho: float) -> None:

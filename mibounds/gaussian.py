@@ -70,6 +70,11 @@ def mi_from_rho(rho: float, d: int) -> float:
     Args:
         rho: correlation per coordinate, in ``(-1, 1)``.
         d: dimension, >= 1.
+
+    Example:
+        >>> from mibounds.gaussian import mi_from_rho, rho_from_mi
+        >>> round(mi_from_rho(0.9, 1), 4), round(rho_from_mi(mi_from_rho(0.9, 20), 20), 6)
+        (0.8304, 0.9)
     """
     rho = check_correlation(rho)
     d = check_at_least(d, 1, "d")
@@ -85,6 +90,11 @@ def rho_from_mi(mi: float, d: int) -> float:
     Args:
         mi: target MI in nats, >= 0.
         d: dimension, >= 1.
+
+    Example:
+        >>> from mibounds.gaussian import mi_from_rho, rho_from_mi
+        >>> round(mi_from_rho(rho_from_mi(2.0, 20), 20), 9)  # the inverse of mi_from_rho
+        2.0
     """
     d = check_at_least(d, 1, "d")
     if not (isinstance(mi, (int, float)) and math.isfinite(mi) and mi >= 0):
@@ -110,6 +120,12 @@ def one_vs_rest_mi(rho: float, d: int, m: int | float) -> float:
         d: dimension of each view, >= 1.
         m: views per sample, an integer >= 2 (an integral float is accepted), or ``math.inf``
             for the limit.
+
+    Example:
+        >>> import math
+        >>> from mibounds.gaussian import one_vs_rest_mi
+        >>> [round(one_vs_rest_mi(0.9, 1, m), 4) for m in (2, 4, math.inf)]
+        [0.8304, 1.0119, 1.1513]
     """
     rho = check_correlation(rho, allow_negative=False)
     d = check_at_least(d, 1, "d")
@@ -144,6 +160,11 @@ def gaussian_mi(cov: Tensor, idx_a: Sequence[int], idx_b: Sequence[int]) -> floa
         cov: ``(n, n)`` symmetric covariance (tensor or array); only the rows and columns in
             A and B are used, and they must form a positive definite matrix.
         idx_a, idx_b: disjoint, non-empty index sequences into ``cov``.
+
+    Example:
+        >>> from mibounds.gaussian import equicorrelated_cov, gaussian_mi
+        >>> round(gaussian_mi(equicorrelated_cov(4, 0.9), [0], [1, 2, 3]), 4)  # one-vs-rest, M = 4
+        1.0119
     """
     c = torch.as_tensor(cov, dtype=torch.float64)
     if c.dim() != 2 or c.shape[0] != c.shape[1]:
@@ -179,6 +200,11 @@ def equicorrelated_cov(
 
     Returns ``(m, m)``; the covariance of all ``M d`` coordinates (view-major) is its Kronecker
     product with ``I_d``.
+
+    Example:
+        >>> from mibounds.gaussian import equicorrelated_cov
+        >>> equicorrelated_cov(3, 0.5).tolist()
+        [[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]]
     """
     m = _check_views_m(m)
     rho = check_correlation(rho, allow_negative=False)
@@ -193,6 +219,11 @@ def staircase(
 
     Returns ``(len(levels) * steps_per_level,)`` float64: each level held for
     ``steps_per_level`` steps. With d = 20, ``rho_from_mi(level, 20)`` gives each step's data.
+
+    Example:
+        >>> from mibounds.gaussian import staircase
+        >>> staircase([2, 4], 2).tolist()
+        [2.0, 2.0, 4.0, 4.0]
     """
     steps = check_at_least(steps_per_level, 1, "steps_per_level")
     ok = len(levels) > 0 and all(
@@ -227,6 +258,13 @@ def sample_pairs(
         dtype: floating dtype of the samples (drawn in float32 at least, then cast).
     Returns:
         ``x: (K, d)``, ``y: (K, d)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.gaussian import sample_pairs
+        >>> x, y = sample_pairs(1000, 2, 0.8, generator=torch.Generator().manual_seed(0))
+        >>> bool(abs(torch.corrcoef(torch.stack([x[:, 0], y[:, 0]]))[0, 1] - 0.8) < 0.05)
+        True
     """
     k = check_at_least(k, 2, "k")
     d = check_at_least(d, 1, "d")
@@ -257,6 +295,12 @@ def sample_views(
         generator, device, dtype: as in :func:`sample_pairs`.
     Returns:
         ``(K, M, d)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.gaussian import sample_views
+        >>> tuple(sample_views(16, 4, 2, 0.9, generator=torch.Generator().manual_seed(0)).shape)
+        (16, 4, 2)
     """
     k = check_at_least(k, 2, "k")
     m = _check_views_m(m)
@@ -286,6 +330,13 @@ def pair_log_ratio(x: Tensor, y: Tensor, rho: float) -> Tensor:
         x, y: ``(..., K, d)``, rows are samples; rho: correlation in ``(-1, 1)``.
     Returns:
         ``(..., K, K)`` with ``[..., i, j] = f*(x_i, y_j)``, in float32 at least.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.gaussian import pair_log_ratio, sample_pairs
+        >>> x, y = sample_pairs(4, 1, 0.5, generator=torch.Generator().manual_seed(0))
+        >>> tuple(pair_log_ratio(x, y, 0.5).shape)  # scores[i, j] = f*(x_i, y_j)
+        (4, 4)
     """
     check_pairs(x, y)
     rho = check_correlation(rho)
@@ -308,6 +359,13 @@ def multiview_log_ratio(z: Tensor, rho: float) -> Tensor:
         z: ``(..., K, M, d)``; rho: correlation between views, in ``[0, 1)``.
     Returns:
         ``S: (..., K, M, K, M)``, in float32 at least.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.gaussian import multiview_log_ratio, sample_views
+        >>> z = sample_views(8, 3, 1, 0.9, generator=torch.Generator().manual_seed(0))
+        >>> tuple(multiview_log_ratio(z, 0.9).shape)
+        (8, 3, 8, 3)
     """
     check_layout(z, "z", ("K", "M", "d"))
     rho = check_correlation(rho, allow_negative=False)
@@ -327,6 +385,13 @@ def one_vs_rest_log_ratio(z: Tensor, rho: float) -> Tensor:
         z: ``(..., K, M, d)``; rho: correlation between views, in ``[0, 1)``.
     Returns:
         ``F: (..., M, K, K)``, in float32 at least.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.gaussian import one_vs_rest_log_ratio, sample_views
+        >>> z = sample_views(8, 3, 1, 0.9, generator=torch.Generator().manual_seed(0))
+        >>> tuple(one_vs_rest_log_ratio(z, 0.9).shape)  # F[a, i, j]
+        (3, 8, 8)
     """
     check_layout(z, "z", ("K", "M", "d"))
     rho = check_correlation(rho, allow_negative=False)

@@ -400,6 +400,14 @@ def set_scores(S: Tensor, aggregate: str = "arithmetic", *, validate_args: bool 
         aggregate: ``"arithmetic"`` or ``"geometric"``.
     Returns:
         ``F: (..., M, K, K)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import polyview
+        >>> S = torch.randn(8, 3, 8, 3, generator=torch.Generator().manual_seed(0))
+        >>> F = polyview.set_scores(S)  # (M, K, K) = (3, 8, 8)
+        >>> tuple(F.shape), bool(polyview.one_vs_rest(F) <= torch.log(torch.tensor(8.0)))
+        ((3, 8, 8), True)
     """
     check_choice(aggregate, AGGREGATES, "aggregate")
     s = check_poly_scores(S, validate_args)
@@ -425,6 +433,15 @@ def one_vs_rest(F: Tensor, bound: Bound = infonce, *, validate_args: bool = True
         bound: ``f(scores: (..., K, K), *, validate_args) -> (...)``.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import bounds, critics, gaussian, polyview
+        >>> z = gaussian.sample_views(256, 4, 1, 0.9, generator=torch.Generator().manual_seed(0))
+        >>> F = critics.AnalyticOneVsRestCritic(0.9)(z)  # the exact set critic, (4, 256, 256)
+        >>> estimate = polyview.one_vs_rest(F, bounds.infonce)
+        >>> bool(0.9 < estimate < gaussian.one_vs_rest_mi(0.9, 1, 4) + 0.05)
+        True
     """
     if not isinstance(F, Tensor):
         raise ValueError(f"F must be a torch.Tensor, got {type(F).__name__}")
@@ -470,6 +487,14 @@ def sufficient_statistics(
         bound: the pairwise bound passed to ``one_vs_rest``.
     Returns:
         ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds import polyview
+        >>> z = torch.randn(16, 4, 8, generator=torch.Generator().manual_seed(0))
+        >>> value = polyview.sufficient_statistics(z, normalize=True)  # the dot-product critic
+        >>> bool(value <= torch.log(torch.tensor(16.0)))
+        True
     """
     x = check_views(z, validate_args)
     m = x.shape[-2]
@@ -581,6 +606,14 @@ class PolyViewLoss(nn.Module):
     exceed the true MI. ``negatives="same_view"`` gives ``log N`` minus a bound.
 
     ``forward(z: (..., K, M, D)) -> (...)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.polyview import PolyViewLoss, polyview_loss
+        >>> z = torch.randn(8, 4, 16, generator=torch.Generator().manual_seed(0))
+        >>> loss = PolyViewLoss(temperature=0.2, aggregate="geometric")
+        >>> bool(torch.isclose(loss(z), polyview_loss(z, 0.2, "geometric")))
+        True
     """
 
     def __init__(

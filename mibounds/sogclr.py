@@ -175,6 +175,15 @@ def global_contrastive(
         offset: column of the first anchor's positive.
     Returns:
         ``(estimate, log_u_new)``: ``(...)`` in nats, and ``(...,  K)`` the anchors' new log u.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.sogclr import global_contrastive
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) + 3 * torch.eye(8)
+        >>> log_u, visited = torch.zeros(8), torch.zeros(8, dtype=torch.bool)  # first visits
+        >>> estimate, log_u = global_contrastive(s, log_u, visited, gamma=0.9)
+        >>> tuple(estimate.shape), tuple(log_u.shape)
+        ((), (8,))
     """
     gamma = _check_gamma(gamma)
     s = check_scores(scores, square=False, validate_args=validate_args)
@@ -232,6 +241,14 @@ def sogclr_loss(
             in blocks and recomputed in the backward (``mibounds.tiled``).
     Returns:
         ``(loss, log_u_new)``: ``(...)`` and ``(..., K)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.sogclr import sogclr_loss
+        >>> z = torch.randn(8, 2, 16, generator=torch.Generator().manual_seed(0))
+        >>> loss, log_u = sogclr_loss(z, torch.zeros(8), torch.zeros(8, dtype=torch.bool))
+        >>> bool(torch.isfinite(loss)), tuple(log_u.shape)
+        (True, (8,))
     """
     gamma = _check_gamma(gamma)
     tau = check_positive(temperature, "temperature")
@@ -377,6 +394,15 @@ class GlobalContrastive(_PartitionState):
             first row.
         batch_shape: leading dims of independent states, e.g. ``(R,)`` for R seeds trained as
             one stacked model, each on its own dataset (indices ``(R, K)``).
+
+    Example:
+        >>> import torch
+        >>> from mibounds.sogclr import GlobalContrastive
+        >>> state = GlobalContrastive(n=100, gamma=0.9)
+        >>> s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+        >>> estimate = state(s, torch.arange(8))  # items 0..7 visited: their u now stored
+        >>> int(state.visited.sum())
+        8
     """
 
     def __init__(
@@ -414,6 +440,14 @@ class SogCLRLoss(_PartitionState):
             from every process; gradients reach other processes' rows only if the hook's
             all-gather is differentiable), then to the indices and the ``log u`` updates.
         batch_shape: leading dims of independent states (see ``GlobalContrastive``).
+
+    Example:
+        >>> import torch
+        >>> from mibounds.sogclr import SogCLRLoss
+        >>> loss = SogCLRLoss(n=100, temperature=0.2)
+        >>> z = torch.randn(8, 2, 16, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.isfinite(loss(z, torch.arange(8)))), int(loss.visited.sum())
+        (True, 8)
     """
 
     def __init__(
