@@ -20,6 +20,7 @@ LEAVES = {
     "mibounds",  # the package root: its version, and lazy names
     "mibounds._checks",
     "mibounds._numerics",
+    "mibounds._kernels",
     "mibounds.provenance",
     "mibounds.records",
     "mibounds.harness.interface",
