@@ -208,8 +208,8 @@ def _cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
             batch = pickle.load(f, encoding="bytes")
     except (EOFError, pickle.UnpicklingError) as error:
         raise ValueError(
-            f"{str(path)!r} is not a CIFAR-10 python batch: it does not unpickle ({error}; a "
-            f"truncated or interrupted download?); expected {expected}"
+            f"{str(path)!r} is not a CIFAR-10 python batch: it does not unpickle "
+            f"({str(error).rstrip('.')}; a truncated or interrupted download?); expected {expected}"
         ) from None
     except Exception as error:  # unpickling runs arbitrary constructors: any error is the file's
         raise ValueError(
@@ -280,7 +280,7 @@ def _image_problem(path: str) -> str | None:
     short, or with data appended after the image, as some cameras write) is decoded in full to
     decide. Decoding every image costs about 30 times as much (docs/reliability.md).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
@@ -289,6 +289,8 @@ def _image_problem(path: str) -> str | None:
         if jpeg and not _jpeg_ends(path):
             with Image.open(path) as image:
                 image.load()
+    except UnidentifiedImageError:
+        return "not an image file PIL can identify"
     except Exception as error:  # PIL raises OSError, SyntaxError, struct.error, ... per format
         return f"{type(error).__name__}: {error}"
     return None
@@ -337,7 +339,7 @@ def scan_images(paths: Sequence[str], root: str | Path, *, progress: bool = Fals
         >>> scan_images([str(root / "good.png"), str(root / "bad.jpg")], root)
         Traceback (most recent call last):
         ...
-        ValueError: 1 of 2 image files under '...' cannot be read: bad.jpg (Unidentified...
+        ValueError: 1 of 2 image files under '...' cannot be read: bad.jpg (not an image ...
     """
     n = len(paths)
     key = _scan_key(paths) if n >= SCAN_CACHE_MIN else None
@@ -347,7 +349,7 @@ def scan_images(paths: Sequence[str], root: str | Path, *, progress: bool = Fals
     bar = tqdm(
         paths, desc=f"checking {n} images", unit="img", disable=not progress or n < SCAN_CACHE_MIN
     )
-    bad = [(p, why) for p in bar if (why := _image_problem(p)) is not None]
+    bad = sorted((p, why) for p in bar if (why := _image_problem(p)) is not None)
     if bad:
         shown = "; ".join(f"{os.path.relpath(p, root)} ({why})" for p, why in bad[:3])
         more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
