@@ -33,9 +33,10 @@ from mibounds.vision.training import CHECKPOINT, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
+# on the CPU: bitwise repeatability is a CPU promise (CUDA kernels may sum in any order)
 TINY = (
     "vision train --image-size 8 --subset 64 -K 8 --epochs 3 --workers 0 --threads 1 "
-    "--no-probe --no-progress --proj-hidden 32 --proj-dim 16"
+    "--no-probe --no-progress --proj-hidden 32 --proj-dim 16 --device cpu"
 ).split()
 
 
@@ -121,12 +122,14 @@ def two_processes(out: Path, timeout: float) -> list[mp.Process]:
         "MASTER_PORT": str(free_port()),
         "MIBOUNDS_DIST_TIMEOUT": str(timeout),
     }
-    argv = [*TINY, "--device", "cpu", "--out", str(out)]
+    argv = [*TINY, "--out", str(out)]
+    # fork, unless this process has started CUDA (which a forked child cannot use or restart)
+    context = mp.get_context("spawn" if torch.cuda.is_initialized() else "fork")
     ranks = []
     for r in range(2):
         env = {**common, "RANK": str(r), "LOCAL_RANK": str(r)}
         log = str(out.parent / f"rank{r}.log")
-        ranks.append(mp.get_context("fork").Process(target=_rank, args=(argv, env, log)))
+        ranks.append(context.Process(target=_rank, args=(argv, env, log)))
         ranks[-1].start()
     return ranks
 

@@ -40,6 +40,7 @@ __all__ = [
     "Gather",
     "GroupFailure",
     "all_gather_with_grad",
+    "failure_reason",
     "gather_hook",
     "group_failure",
     "init_distributed",
@@ -81,7 +82,19 @@ class GroupFailure(ConnectionError):
 def group_failure(error: BaseException) -> bool:
     """Whether ``error`` is a collective failing because a peer is gone or silent: torch's
     distributed errors, and the ``RuntimeError`` gloo raises when a connection is reset or a
-    collective times out (its messages name gloo's transport)."""
+    collective times out (its messages name gloo's transport).
+
+    Example:
+        >>> from mibounds.vision.distributed import failure_reason, group_failure
+        >>> reset = RuntimeError(
+        ...     "[gloo/transport/tcp/pair.cc:545] Read error [::1]:5: Connection reset by peer. "
+        ...     "This is typically caused by a remote worker hanging."
+        ... )
+        >>> group_failure(reset), group_failure(RuntimeError("shapes cannot be multiplied"))
+        (True, False)
+        >>> failure_reason(reset)
+        'Read error [::1]:5: Connection reset by peer'
+    """
     if isinstance(error, dist.DistError):
         return True
     return isinstance(error, RuntimeError) and "gloo" in str(error)
