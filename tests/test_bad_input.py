@@ -10,8 +10,8 @@ out`` is added where the command takes one): it must exit 2 with exactly one lin
 generated from ``TrainConfig``'s fields and the objectives' parameters from the catalogue's
 ``Param`` lists; a test fails when a field or a parameter has no bad value here.
 
-``python tests/test_bad_input.py`` prints the tables of docs/reliability.md, every message as
-the code gives it now.
+``PYTHONPATH=. python tests/test_bad_input.py`` (from the repository root) prints the tables of
+docs/reliability.md, every message as the code gives it now.
 """
 
 from __future__ import annotations
