@@ -122,6 +122,10 @@ class Critic(nn.Module, abc.ABC):
     ``forward(x, y)``: ``(..., K, d), (..., K, d) -> (..., K, K)``;
     ``forward(x)``: ``(..., K, M, d) -> (..., K, M, K, M)``, ``S[i, a, j, b] = f(x_ia, x_jb)``.
 
+    The inputs are cast to the dtype of the critic's parameters (float64 data into a float32
+    critic gives float32 scores), so data and model need not be made in one dtype; a critic
+    without parameters (the analytic ones) computes in the inputs' dtype.
+
     ``stackable``: a subclass that sets it promises that its forward, given parameters with a
     leading copy axis R (``torch.func.stack_module_state`` of R instances) and inputs with the
     same leading axis, computes copy r on slice r; ``StackedCritic`` then calls it directly
@@ -159,6 +163,10 @@ class Critic(nn.Module, abc.ABC):
                 f"{type(self).__name__} was built for d = {self.dim}, got inputs of shape "
                 f"{tuple(x.shape)} (d = {x.shape[-1]})"
             )
+        weight = next(self.parameters(), None)  # the first parameter: ~3 us, not a full walk
+        if weight is not None and weight.is_floating_point():  # .to of the same dtype: no copy
+            x = x.to(weight.dtype)
+            y = None if y is None else y.to(weight.dtype)
         if y is None:
             return between_all_views(self.pairwise, x)
         return self.pairwise(x, y)

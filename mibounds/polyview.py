@@ -85,6 +85,16 @@ PairCritic = Callable[[Tensor, Tensor], Tensor]
 # ------------------------------------------------------------------------------------ checks
 
 
+def _check_bound(bound: Bound) -> None:
+    """A pairwise estimator is a function; its name (a string) is a mistake, not a choice here
+    (``catalogue.entry(name).estimator()`` turns a name into one)."""
+    if not callable(bound):
+        raise ValueError(
+            f"bound must be a pairwise estimator (a callable, e.g. mibounds.bounds.nwj), got "
+            f"{bound!r}"
+        )
+
+
 def _check_estimate(value: Tensor, name: str, validate_args: bool) -> Tensor:
     """Exp-type bounds (NWJ, TUBA) overflow to -inf on large negatives' scores: say so."""
     if validate_args:
@@ -269,8 +279,7 @@ def multicrop(
                 f"candidates) and takes no pairwise bound, got bound={bound!r}"
             )
         return contrastive_estimate(s, "geometric", "view_pairs", validate_args=False)
-    if not callable(bound):
-        raise ValueError(f"bound must be a pairwise estimator (a callable), got {bound!r}")
+    _check_bound(bound)
     value = bound(_off_diagonal_view_pairs(s), validate_args=False).mean((-2, -1))
     return _check_estimate(value, "multicrop", validate_args)
 
@@ -452,6 +461,7 @@ def one_vs_rest(F: Tensor, bound: Bound = infonce, *, validate_args: bool = True
         raise ValueError(f"F needs M >= 2 views, got M = {shape[-3]} (shape {shape})")
     if shape[-1] < 2:
         raise ValueError(f"F needs K >= 2 samples, got K = {shape[-1]} (shape {shape})")
+    _check_bound(bound)
     if validate_args:
         check_finite(F, "F")
     value = bound(compute_dtype(F), validate_args=False).mean(-1)
@@ -496,6 +506,7 @@ def sufficient_statistics(
         >>> bool(value <= torch.log(torch.tensor(16.0)))
         True
     """
+    _check_bound(bound)
     x = check_views(z, validate_args)
     m = x.shape[-2]
     rest = (x.sum(-2, keepdim=True) - x) / (m - 1)

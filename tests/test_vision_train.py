@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,3 +293,78 @@ def test_package_exports_the_train_function_even_after_the_module_loads():
     from mibounds.vision import training
 
     assert mibounds.vision.train is training.train
+
+
+# ------------------------------------------------------------------------ the image scan
+
+
+def _photo(path, size=(48, 40), seed=0) -> bytes:
+    """A small noisy JPEG at ``path`` (noise: the entropy-coded data fills most of the file)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, "JPEG", quality=90)
+    return path.read_bytes()
+
+
+def test_the_scan_reads_headers_checksums_and_jpeg_ends(tmp_path) -> None:
+    from mibounds.vision.datasets import _image_problem
+
+    good = _photo(tmp_path / "good.jpg")
+    assert _image_problem(str(tmp_path / "good.jpg")) is None
+    # data after the end marker (as some cameras append): decoded in full, and readable
+    (tmp_path / "trailer.jpg").write_bytes(good + b"\x00" * 5000 + b"vendor data")
+    assert _image_problem(str(tmp_path / "trailer.jpg")) is None
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) * 3 // 4])
+    assert "truncated" in _image_problem(str(tmp_path / "cut.jpg"))
+    # a PNG whose pixel data is damaged fails its chunk checksum (verify), not only a decode
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(tmp_path / "ok.png")
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    idat = data.index(b"IDAT") + 8
+    data[idat] ^= 0xFF
+    (tmp_path / "flipped.png").write_bytes(bytes(data))
+    assert _image_problem(str(tmp_path / "ok.png")) is None
+    assert "checksum" in _image_problem(str(tmp_path / "flipped.png"))
+
+
+def test_a_clean_scan_of_a_big_folder_is_remembered_until_a_file_changes(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+
+    from mibounds.vision import datasets
+
+    monkeypatch.setattr(datasets, "SCAN_CACHE_MIN", 4)  # "big" from 4 images
+    monkeypatch.setenv("MIBOUNDS_CACHE_DIR", str(tmp_path / "cache"))
+    scanned = []
+    real = datasets._image_problem
+    monkeypatch.setattr(datasets, "_image_problem", lambda p: scanned.append(p) or real(p))
+    paths = [str(tmp_path / "img" / f"{i}.jpg") for i in range(5)]
+    for i, p in enumerate(paths):
+        _photo(Path(p), seed=i)
+    datasets.scan_images(paths, tmp_path)
+    assert len(scanned) == 5 and len(list((tmp_path / "cache").rglob("*.json"))) == 1
+    datasets.scan_images(paths, tmp_path)
+    assert len(scanned) == 5  # remembered: no file opened
+    datasets.scan_images(paths[:4], tmp_path)  # another file list: scanned
+    assert len(scanned) == 9
+    Path(paths[2]).write_bytes(b"broken")  # a file changed (size and mtime): scanned again
+    os.utime(paths[2], ns=(1, 1))
+    with pytest.raises(ValueError, match=r"1 of 5 image files .* img/2.jpg \(not an image"):
+        datasets.scan_images(paths, tmp_path)
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 2  # the bad scan is not kept
+
+
+def test_a_file_damaged_after_the_scan_is_named_when_read(tmp_path) -> None:
+    from mibounds.vision.datasets import ImageSet
+
+    good = _photo(tmp_path / "a.jpg")
+    images = ImageSet([str(tmp_path / "a.jpg")], torch.zeros(1, dtype=torch.long))
+    assert images[0][0].size == (48, 40)
+    (tmp_path / "a.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"image '.*a\.jpg' cannot be decoded \(OSError: image"):
+        images[0]

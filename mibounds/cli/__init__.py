@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
 from mibounds.cli import harness, vision
 
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors (an unknown option or choice, a value of the wrong
+    type) are one line, as every other bad input is (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mibounds",
         description="Estimate and maximise variational lower bounds on mutual information.",
     )

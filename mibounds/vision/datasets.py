@@ -9,17 +9,27 @@
   (or ``root/test/...``), e.g. ImageNet.
 
 Nothing is ever downloaded: a missing or malformed path raises ``ValueError`` naming the files
-expected there. The index is the item's position in its split, so per-item state (SogCLR's
-moving averages) can be keyed by it. Augmentation is seeded per item from ``(seed, epoch,
-index)``, so the views do not depend on the number of loader workers or processes, and a run
-resumed at an epoch boundary sees exactly the views an uninterrupted run would.
+expected there. Bad files are found when the dataset is loaded, before any training: every
+CIFAR batch is unpickled and checked (keys, dtype, shape, labels), and every image of an
+ImageFolder is scanned (``scan_images``: its header parsed, PNG chunks checked, a JPEG's end
+marker looked for), so that a corrupt file is one ``ValueError`` naming it rather than a PIL
+traceback in the middle of an epoch.
+
+The index is the item's position in its split, so per-item state (SogCLR's moving averages) can
+be keyed by it. Augmentation is seeded per item from ``(seed, epoch, index)``, so the views do
+not depend on the number of loader workers or processes, and a run resumed at an epoch boundary
+sees exactly the views an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import pickle
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,16 +38,22 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from mibounds._checks import check_at_least, check_choice
 
-__all__ = ["DATASETS", "DatasetInfo", "ImageSet", "item_seed", "load_dataset"]
+__all__ = ["DATASETS", "DatasetInfo", "ImageSet", "item_seed", "load_dataset", "scan_images"]
 
 DATASETS = ("digits", "cifar10", "folder")
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = ("test_batch",)
 # ImageNet statistics, the usual normalisation for photographs of unknown provenance
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SCAN_CACHE_MIN = 5000
+"""Folders of at least this many images show a progress bar while they are scanned, and a clean
+scan is remembered (see ``scan_images``); smaller ones scan in well under a second."""
+_SCAN_VERSION = 1  # part of the cache key: bump it when the checks change
+_JPEG_TAIL = 4096  # bytes read from a JPEG's end to find its end-of-image marker
 
 
 @dataclass(frozen=True)
@@ -105,8 +121,17 @@ class ImageSet(Dataset):
             return self.images[index]
         from PIL import Image
 
-        with Image.open(self.images[index]) as image:
-            return image.convert("RGB")
+        path = self.images[index]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as error:  # what PIL raises on a bad file
+            # the scan before training reads headers, not every pixel: a file damaged past its
+            # checks (or changed since) fails here, still naming the file
+            raise ValueError(
+                f"image {path!r} cannot be decoded ({type(error).__name__}: {error}); remove or "
+                "replace it"
+            ) from error
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
         image = self._load(index)
@@ -177,22 +202,46 @@ def _cifar_dir(root: Path) -> Path:
 
 
 def _cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
+    expected = "a pickled dict with keys b'data' (N x 3072 uint8) and b'labels' (N ints in 0..9)"
     try:
         with path.open("rb") as f:
             batch = pickle.load(f, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
+    except (EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"{str(path)!r} is not a CIFAR-10 python batch: it does not unpickle "
+            f"({str(error).rstrip('.')}; a truncated or interrupted download?); expected {expected}"
+        ) from None
+    except Exception as error:  # unpickling runs arbitrary constructors: any error is the file's
+        raise ValueError(
+            f"{str(path)!r} is not a CIFAR-10 python batch ({type(error).__name__}: {error}); "
+            f"expected {expected}"
+        ) from None
+    if not isinstance(batch, dict) or not {b"data", b"labels"} <= set(batch):
+        found = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(
+            f"{str(path)!r} is not a CIFAR-10 python batch: got {found}; expected {expected}"
+        )
+    data = np.asarray(batch[b"data"])
+    try:
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except Exception as error:
+    except (TypeError, ValueError):
+        labels = np.asarray([])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(
-            f"{str(path)!r} is not a CIFAR-10 python batch: expected a pickled dict with keys "
-            f"b'data' (N x 3072 uint8) and b'labels' (N ints) ({type(error).__name__}: {error})"
-        ) from error
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            f"{str(path)!r} is not a CIFAR-10 python batch: b'data' must be an N x 3072 uint8 "
+            f"array, got shape {data.shape} and dtype {data.dtype}"
+        )
+    if labels.shape != (len(data),) or ((labels < 0) | (labels > 9)).any():
         raise ValueError(
-            f"{str(path)!r} is not a CIFAR-10 python batch: b'data' must be N x 3072 with N "
-            f"labels, got data of shape {data.shape} and {len(labels)} labels"
+            f"{str(path)!r} is not a CIFAR-10 python batch: b'labels' must be {len(data)} ints "
+            f"in 0..9 (one per row of b'data'), got {labels.shape[0] if labels.ndim else 0} "
+            f"values in {_span(labels)}"
         )
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+
+
+def _span(values: np.ndarray) -> str:
+    return f"[{values.min()}, {values.max()}]" if values.size else "[]"
 
 
 def _cifar10(root: Path) -> tuple[ImageSet, ImageSet, DatasetInfo]:
@@ -207,6 +256,119 @@ def _cifar10(root: Path) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     classes = "airplane automobile bird cat deer dog frog horse ship truck".split()
     info = DatasetInfo("cifar10", 3, tuple(classes), 32, mean, std, center_crop=False)
     return ImageSet(x_train, y_train), ImageSet(x_test, y_test), info
+
+
+# ------------------------------------------------------------------------- image scans
+
+
+def _jpeg_ends(path: str) -> bool:
+    """Whether the JPEG at ``path`` has an end-of-image marker (FF D9) after its last
+    start-of-scan (FF DA) within its last 4 KiB: a truncated file has none, since entropy-coded
+    data never holds FF D9 (an FF there is followed by 00 or a restart marker)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - _JPEG_TAIL))
+        tail = f.read()
+    return tail.rfind(b"\xff\xd9") > tail.rfind(b"\xff\xda")
+
+
+def _image_problem(path: str) -> str | None:
+    """Why the image file at ``path`` cannot be trained on, or ``None``.
+
+    Its header must parse (``PIL.Image.open``), a PNG's chunks and checksums must hold
+    (``Image.verify``), and a JPEG must end with its end-of-image marker; one that does not (cut
+    short, or with data appended after the image, as some cameras write) is decoded in full to
+    decide. Decoding every image costs about 30 times as much (docs/reliability.md).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            jpeg = image.format == "JPEG"
+            image.verify()
+        if jpeg and not _jpeg_ends(path):
+            with Image.open(path) as image:
+                image.load()
+    except UnidentifiedImageError:
+        return "not an image file PIL can identify"
+    except Exception as error:  # PIL raises OSError, SyntaxError, struct.error, ... per format
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.environ.get("MIBOUNDS_CACHE_DIR") or os.path.join(base, "mibounds"))
+
+
+def _scan_key(paths: Sequence[str]) -> str | None:
+    """A hash of the scan's version and every file's path, size and modification time (None if
+    a file cannot be stat'ed: the scan then reports it)."""
+    digest = hashlib.sha256(f"image scan v{_SCAN_VERSION}\n".encode())
+    try:
+        for path in sorted(os.path.abspath(p) for p in paths):
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()[:32]
+
+
+def scan_images(paths: Sequence[str], root: str | Path, *, progress: bool = False) -> None:
+    """Check that every image file in ``paths`` (under ``root``) can be read, before training.
+
+    Each file's header is parsed, a PNG's chunk checksums checked and a JPEG's end marker found
+    (``_image_problem``): 0.06-0.08 ms per photograph, against 2.3 ms to decode it (measured
+    in docs/reliability.md). Folders of ``SCAN_CACHE_MIN`` images or more show a progress bar
+    (if ``progress``) and, when clean, are remembered in ``$MIBOUNDS_CACHE_DIR`` (default
+    ``~/.cache/mibounds``) under a hash of every file's path, size and modification time, so
+    that a rerun on the same files skips the scan; any change to the files scans them again.
+
+    Raises:
+        ValueError: naming how many files are bad and the first three, with why.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> from mibounds.vision.datasets import scan_images
+        >>> root = Path(tempfile.mkdtemp())
+        >>> Image.new("RGB", (8, 8)).save(root / "good.png")
+        >>> _ = (root / "bad.jpg").write_bytes(b"not an image")
+        >>> scan_images([str(root / "good.png")], root)  # silent: every file reads
+        >>> scan_images([str(root / "good.png"), str(root / "bad.jpg")], root)
+        Traceback (most recent call last):
+        ...
+        ValueError: 1 of 2 image files under '...' cannot be read: bad.jpg (not an image ...
+    """
+    n = len(paths)
+    key = _scan_key(paths) if n >= SCAN_CACHE_MIN else None
+    marker = None if key is None else _cache_dir() / "image-scans" / f"{key}.json"
+    if marker is not None and marker.is_file():
+        return
+    bar = tqdm(
+        paths, desc=f"checking {n} images", unit="img", disable=not progress or n < SCAN_CACHE_MIN
+    )
+    bad = sorted((p, why) for p in bar if (why := _image_problem(p)) is not None)
+    if bad:
+        shown = "; ".join(f"{os.path.relpath(p, root)} ({why})" for p, why in bad[:3])
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(
+            f"{len(bad)} of {n} image files under {str(root)!r} cannot be read: {shown}{more}; "
+            "remove or replace them"
+        )
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")  # one per process
+            tmp.write_text(json.dumps({"root": str(root), "images": n}))
+            os.replace(tmp, marker)
+        except OSError as error:  # a cache that cannot be written costs a rescan, nothing else
+            warnings.warn(
+                f"could not remember the scan of {str(root)!r} in {marker.parent} ({error}); the "
+                "next run scans the images again",
+                stacklevel=2,
+            )
 
 
 def _folder_split(path: Path, root: Path) -> tuple[list[str], Tensor, tuple[str, ...]]:
@@ -227,7 +389,7 @@ def _folder_split(path: Path, root: Path) -> tuple[list[str], Tensor, tuple[str,
     return paths, labels, tuple(folder.classes)
 
 
-def _folder(root: Path) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+def _folder(root: Path, progress: bool) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     test_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise ValueError(
@@ -242,6 +404,7 @@ def _folder(root: Path) -> tuple[ImageSet, ImageSet, DatasetInfo]:
             f"{test_dir} has classes {list(test_classes)[:5]}... but {root / 'train'} has "
             f"{list(classes)[:5]}...: both splits need the same class subdirectories"
         )
+    scan_images(train_paths + test_paths, root, progress=progress)
     info = DatasetInfo("folder", 3, classes, None, _IMAGENET_MEAN, _IMAGENET_STD, center_crop=True)
     return (
         ImageSet(train_paths, train_labels),
@@ -251,17 +414,28 @@ def _folder(root: Path) -> tuple[ImageSet, ImageSet, DatasetInfo]:
 
 
 def load_dataset(
-    name: str = "digits", root: str | Path | None = None, *, image_size: int = 16
+    name: str = "digits",
+    root: str | Path | None = None,
+    *,
+    image_size: int = 16,
+    progress: bool = False,
 ) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     """Load a dataset's train and test splits, without transforms (set them with
-    ``ImageSet.with_transform``).
+    ``ImageSet.with_transform``); every file is checked first (the module docstring says how).
 
     Args:
         name: ``"digits"`` (built in), ``"cifar10"`` or ``"folder"`` (both need ``root``).
         root: local path of the data (see the module docstring for the layout).
         image_size: side the digits are upscaled to (other datasets are resized by the views).
+        progress: a progress bar while a large ImageFolder is scanned (``scan_images``).
     Returns:
         ``(train, test, info)``.
+
+    Example:
+        >>> from mibounds.vision.datasets import load_dataset
+        >>> train, test, info = load_dataset("digits", image_size=8)
+        >>> len(train), len(test), info.num_classes, tuple(train[0][0].shape)
+        (1437, 360, 10, (1, 8, 8))
     """
     check_choice(name, DATASETS, "dataset")
     check_at_least(image_size, 1, "image_size")
@@ -272,4 +446,4 @@ def load_dataset(
     if root is None:
         raise ValueError(f"dataset {name!r} needs a local root path (nothing is downloaded)")
     root = Path(root).expanduser()
-    return _cifar10(root) if name == "cifar10" else _folder(root)
+    return _cifar10(root) if name == "cifar10" else _folder(root, progress)

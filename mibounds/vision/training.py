@@ -11,6 +11,10 @@ permutation drawn from ``(seed, e)`` and augments item i from ``(seed, e, i)``; 
 from the checkpoint written after each epoch continues exactly as an uninterrupted run would (on
 the same device and thread count), and W processes see the same global batches as one.
 
+A process of a multi-process job that dies or stops answering (``distributed``) ends every
+other process at its next collective, each with one line (``GroupFailure``) naming the epoch and
+the checkpoint directory: running the same command again resumes from the last finished epoch.
+
 Output, in ``config.out``: ``checkpoint.pt`` (model, objective state, optimiser, schedule, AMP
 scaler, metrics) and ``record.json`` (config, per-epoch metrics, wall time, views processed,
 relative compute = views processed / views SimCLR with M = 2 would process in the same epochs,
@@ -39,7 +43,15 @@ from mibounds._checks import resolve_device
 from mibounds.provenance import provenance
 from mibounds.vision.config import EXECUTION_FIELDS, TrainConfig
 from mibounds.vision.datasets import DatasetInfo, ImageSet, load_dataset
-from mibounds.vision.distributed import DistEnv, gather_hook, init_distributed, shutdown
+from mibounds.vision.distributed import (
+    DistEnv,
+    GroupFailure,
+    failure_reason,
+    gather_hook,
+    group_failure,
+    init_distributed,
+    shutdown,
+)
 from mibounds.vision.encoders import Encoder, min_image_size
 from mibounds.vision.objectives import LossContext, build_objective
 from mibounds.vision.probe import evaluate
@@ -62,16 +74,22 @@ CHECKPOINT, RECORD = "checkpoint.pt", "record.json"
 # --------------------------------------------------------------------------------- building
 
 
-def build_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, ImageSet, DatasetInfo]:
+def build_data(
+    config: TrainConfig, *, progress: bool = False
+) -> tuple[ImageSet, ImageSet, ImageSet, DatasetInfo]:
     """``(train_views, train_eval, test_eval, info)``: the training split (its first
     ``config.subset`` items, if set) with the multi-view transform (items
     ``((M, C, S, S), label, index)``, seeded per item), and the whole train and test splits
     with the deterministic evaluation transform (items ``((C, S, S), label, index)``), for the
     probes.
 
-    Checks that the images suit the crop and the encoder's stem before anything runs.
+    Checks every file of the dataset (``load_dataset``; ``progress``: a bar while a large
+    ImageFolder is scanned) and that the images suit the crop and the encoder's stem, before
+    anything runs.
     """
-    train, test, info = load_dataset(config.dataset, config.data_root, image_size=config.image_size)
+    train, test, info = load_dataset(
+        config.dataset, config.data_root, image_size=config.image_size, progress=progress
+    )
     views = config.view_config()
     if info.native_size is not None:
         check_crop(info.native_size, views)
@@ -216,7 +234,9 @@ class _Run:
     def __init__(self, config: TrainConfig, env: DistEnv, restart: bool) -> None:
         self.config, self.env = config, env
         self.dir = Path(config.out)
-        self.train_views, self.train_eval, self.test_eval, self.info = build_data(config)
+        self.train_views, self.train_eval, self.test_eval, self.info = build_data(
+            config, progress=config.progress and env.is_main
+        )
         n = len(self.train_views)
         self.sampler = EpochBatches(
             n, config.batch_size, rank=env.rank, world=env.world_size, seed=config.seed
@@ -392,13 +412,17 @@ def train(config: TrainConfig, *, restart: bool = False) -> dict[str, Any]:
     docstring), after the kNN and linear probes if ``config.probe``.
 
     Under ``torchrun`` it joins the process group from the environment; every process returns
-    the same record, only process 0 writes files and probes.
+    the same record, only process 0 writes files and probes. If another process dies or stops
+    answering, each survivor raises ``GroupFailure`` at its next collective (within the
+    group's timeout, ``distributed.init_distributed``), saying where to resume from.
     """
     env = init_distributed(config.device)
+    stage = "start-up (before epoch 1)"
     try:
         run = _Run(config, env, restart)
         epochs = range(run.epoch, config.epochs)
         for _ in tqdm(epochs, desc="epochs", disable=not (config.progress and env.is_main)):
+            stage = f"epoch {run.epoch + 1}"
             metrics = run.train_epoch()
             run.epoch += 1
             run.metrics.append(metrics)
@@ -409,8 +433,25 @@ def train(config: TrainConfig, *, restart: bool = False) -> dict[str, Any]:
             run.probe = {**run.evaluate(), "seconds": time.perf_counter() - start}
             run.save()
         return run.record()
+    except RuntimeError as error:
+        if not (env.distributed and group_failure(error)):
+            raise
+        raise _lost_peer(env, stage, Path(config.out), error) from error
     finally:
         shutdown(env)
+
+
+def _lost_peer(env: DistEnv, stage: str, run_dir: Path, error: RuntimeError) -> GroupFailure:
+    if (run_dir / CHECKPOINT).is_file():
+        kept = f"the checkpoint of the last finished epoch is in {run_dir}; run the same command "
+        kept += "again to resume"
+    else:
+        kept = f"no epoch had finished, so {run_dir} holds no checkpoint; run the same command "
+        kept += "again to start"
+    return GroupFailure(
+        f"a process of the group died or stopped answering during {stage} (rank {env.rank} of "
+        f"{env.world_size} saw: {failure_reason(error)}); {kept}"
+    )
 
 
 def probe_run(
@@ -436,7 +477,7 @@ def probe_run(
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig.from_dict(values)
     dev = resolve_device(device)
-    _, train_eval, test_eval, info = build_data(config)
+    _, train_eval, test_eval, info = build_data(config, progress=config.progress)
     encoder = build_encoder(config, info)
     encoder.load_state_dict(state["model"])
     start = time.perf_counter()
