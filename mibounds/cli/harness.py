@@ -102,7 +102,7 @@ def _executor_options(args: argparse.Namespace) -> dict:
     }
     if given and args.executor != "slurm":
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
-        raise ValueError(f"{flags} need --executor slurm")
+        raise ValueError(f"{flags} {'needs' if len(given) == 1 else 'need'} --executor slurm")
     slurm = SlurmOptions(**given) if args.executor == "slurm" else None
     return {"executor": args.executor, "scheduler": args.scheduler, "slurm": slurm}
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mibounds import bounds, polyview
+from mibounds._checks import check_at_least
 from mibounds.gaussian import (
     mi_from_rho,
     multiview_log_ratio,
@@ -57,6 +58,8 @@ def analytic_table(
 
     Columns: ``true_mi`` (nats), ``estimator``, ``mean``, ``sd``, ``log_k``.
     """
+    check_at_least(k, 2, "k")
+    check_at_least(batches, 1, "batches")
     g = torch.Generator().manual_seed(seed)
     rows = []
     for mi in levels:

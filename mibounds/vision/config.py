@@ -46,7 +46,17 @@ GROUPS = ("data and views", "model", "objective", "optimisation", "run")
 
 
 EXECUTION_FIELDS = frozenset(
-    {"workers", "device", "out", "progress", "probe", "probe_epochs", "knn_k", "knn_temperature"}
+    {
+        "workers",
+        "device",
+        "out",
+        "progress",
+        "probe",
+        "probe_epochs",
+        "knn_k",
+        "knn_temperature",
+        "dist_timeout",
+    }
 )
 """Fields that change how a run is executed or evaluated, not what it trains: a run may be
 resumed with other values of these."""
@@ -301,6 +311,13 @@ class TrainConfig:
     probe: bool = option(True, "the kNN and linear probes after training", group=_RUN, check=flag)
     probe_epochs: int = option(100, "linear-probe epochs", group=_RUN, check=integer_from(1))
     knn_k: int = option(200, "kNN neighbours", group=_RUN, check=integer_from(1))
+    dist_timeout: float | None = option(
+        None,
+        "seconds a collective waits for the other processes before the run stops (torchrun; "
+        "default $MIBOUNDS_DIST_TIMEOUT, else 300)",
+        group=_RUN,
+        check=optional(real_in(0.0, low_open=True)),
+    )
     knn_temperature: float = option(
         0.1, "kNN temperature", group=_RUN, check=real_in(0.0, low_open=True)
     )
@@ -366,7 +383,7 @@ class TrainConfig:
         import hashlib
         import json
 
-        skip = ("seed", "out", "device", "progress", "workers")
+        skip = ("seed", "out", "device", "progress", "workers", "dist_timeout")
         values = {k: v for k, v in self.to_dict().items() if k not in skip}
         text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -416,7 +416,7 @@ def train(config: TrainConfig, *, restart: bool = False) -> dict[str, Any]:
     answering, each survivor raises ``GroupFailure`` at its next collective (within the
     group's timeout, ``distributed.init_distributed``), saying where to resume from.
     """
-    env = init_distributed(config.device)
+    env = init_distributed(config.device, config.dist_timeout)
     stage = "start-up (before epoch 1)"
     try:
         run = _Run(config, env, restart)
