@@ -10,10 +10,16 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
 
 
 def compute_dtype(t: Tensor) -> Tensor:
@@ -341,3 +347,27 @@ def flag(value: Any) -> bool:
 def optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``check``, or ``None`` as it is."""
     return lambda value: None if value is None else check(value)
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """The table in TOML file ``path``; a directory, a missing file or text that is not UTF-8
+    TOML is one ValueError that names the file as ``what`` (``"sweep config"``, ``"config"``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory, not a TOML file")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:  # TOML is UTF-8 text
+        raise ValueError(f"{what} {str(path)!r} is not valid TOML: {err}") from None
+
+
+def toml_scalar(text: str) -> Any:
+    """``text`` read as a TOML value (``"512"`` -> 512, ``"true"`` -> True, ``"[1, 2]"`` ->
+    [1, 2]), or the text itself when it is not one (``"all_views"``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

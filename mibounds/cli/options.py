@@ -20,12 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from mibounds._checks import check_at_least, resolve_device
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
+from mibounds._checks import check_at_least, resolve_device, toml_scalar
 
 __all__ = [
     "add_common",
@@ -192,10 +187,7 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
-        try:
-            out[name] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[name] = text
+        out[name] = toml_scalar(text)
     return out
 
 

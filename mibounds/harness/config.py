@@ -47,13 +47,9 @@ from mibounds._checks import (
     check_at_least,
     check_correlation,
     check_positive,
+    read_toml,
     suggest,
 )
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
 
 __all__ = [
     "Params",
@@ -507,14 +503,5 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
 
 def load_sweep(path: str | Path, *, quick: bool = False) -> Sweep:
     """Read a sweep from a TOML file (format in this module's docstring)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"sweep config {str(path)!r} is a directory, not a TOML file")
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"sweep config {str(path)!r} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:  # TOML is UTF-8 text
-        raise ValueError(f"sweep config {str(path)!r} is not valid TOML: {err}") from None
+    data = read_toml(path, "sweep config")
     return sweep_from_dict(data, quick=quick, source=str(path))

@@ -22,15 +22,11 @@ from mibounds._checks import (
     integer_from,
     one_of,
     optional,
+    read_toml,
     real_in,
     suggest,
 )
 from mibounds.catalogue import CATALOGUE, entry
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
 
 __all__ = [
     "EXECUTION_FIELDS",
@@ -428,16 +424,7 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         """Read a config from a TOML file of ``TrainConfig`` keys."""
-        path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"config {str(path)!r} is a directory, not a TOML file")
-        try:
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"config {str(path)!r} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"config {str(path)!r} is not valid TOML: {err}") from None
+        data = read_toml(path, "config")
         return cls.from_dict(data, str(path))
 
 
