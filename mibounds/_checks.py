@@ -11,7 +11,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -371,3 +371,25 @@ def toml_scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+_Value = TypeVar("_Value")
+
+
+def add_once(registry: dict[str, _Value], name: str, value: _Value, what: str) -> _Value:
+    """``registry[name] = value``, refusing a name that is there already: a registry never
+    overwrites silently (``what`` names the registry in the message).
+
+    Example:
+        >>> names = {}
+        >>> add_once(names, "a", 1, "the example registry")
+        1
+        >>> add_once(names, "a", 2, "the example registry")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'a' is already in the example registry; pick a new name
+    """
+    if name in registry:
+        raise ValueError(f"{name!r} is already in {what}; pick a new name")
+    registry[name] = value
+    return value

@@ -38,7 +38,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mibounds import barlow, bounds, polyview, sogclr
-from mibounds._checks import check_at_least, flag, one_of, real_in, suggest
+from mibounds._checks import add_once, check_at_least, flag, one_of, real_in, suggest
 
 __all__ = [
     "CATALOGUE",
@@ -209,10 +209,7 @@ CATALOGUE: dict[str, Entry] = {}
 
 def register(new: Entry) -> Entry:
     """Add ``new`` to the catalogue; a name registered twice is an error."""
-    if new.name in CATALOGUE:
-        raise ValueError(f"{new.name!r} is already in the catalogue")
-    CATALOGUE[new.name] = new
-    return new
+    return add_once(CATALOGUE, new.name, new, "the catalogue")
 
 
 def entry(name: str, what: str = "estimator") -> Entry:

@@ -29,7 +29,13 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
-from mibounds._checks import check_at_least, check_correlation, check_float_dtype, check_positive
+from mibounds._checks import (
+    add_once,
+    check_at_least,
+    check_correlation,
+    check_float_dtype,
+    check_positive,
+)
 from mibounds._numerics import standard_normal
 from mibounds.gaussian import (
     equicorrelated_cov,
@@ -156,10 +162,7 @@ def register(task: Task) -> Task:
     """
     if not isinstance(task, Task):
         raise ValueError(f"task must be a Task, got {type(task).__name__}")
-    if task.name in TASKS:
-        raise ValueError(f"task name {task.name!r} is already registered; expected a new name")
-    TASKS[task.name] = task
-    return task
+    return add_once(TASKS, task.name, task, "the tasks")
 
 
 def _normals(n: int, width: int, generator, device, dtype: torch.dtype) -> Tensor:

@@ -96,7 +96,7 @@ def test_the_suite_has_the_required_tasks_under_their_own_names() -> None:
 
 
 def test_register_refuses_a_taken_name_and_non_tasks() -> None:
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="already in the tasks"):
         register(multinormal_dense(2, 2))
     with pytest.raises(ValueError, match="must be a Task"):
         register("multinormal-dense-2-2-0.5")

@@ -299,9 +299,6 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_pending(sweep, todo, results)
         return 0
-    command = " ".join(["mibounds", "reproduce", args.name] + (["--quick"] if args.quick else []))
-    if args.config:
-        command += f" --config {args.config}"
     paths = reproduce(
         args.name,
         quick=args.quick,
@@ -311,7 +308,6 @@ def _reproduce(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         jobs=args.jobs,
         threads=args.threads,
-        command=command,
         **engine,
     )
     print("wrote:\n" + "\n".join(f"  {p}" for p in paths))

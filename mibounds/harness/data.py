@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from mibounds._checks import check_at_least, check_params
+from mibounds._checks import add_once, check_at_least, check_params
 from mibounds.harness.interface import Batch, DataSource
 
 if TYPE_CHECKING:
@@ -242,8 +242,7 @@ def register_source(
 ) -> SourceSpec:
     """Make ``RunConfig(source=name)`` build its data with ``build(config, seeds, device)``."""
     spec = SourceSpec(name, build, dict(defaults or {}), tuple(required), finite, check_config)
-    SOURCES[name] = spec
-    return spec
+    return add_once(SOURCES, name, spec, "the data sources")
 
 
 register_source("gaussian", GaussianStream)

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from mibounds._checks import add_once
 from mibounds.harness.config import Sweep, load_sweep
 from mibounds.harness.sweep import run_sweep
 from mibounds.reproductions.report import Context
@@ -48,10 +49,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {}
 
 def register(reproduction: Reproduction) -> Reproduction:
     """Add a reproduction; a name registered twice is an error."""
-    if reproduction.name in REPRODUCTIONS:
-        raise ValueError(f"reproduction {reproduction.name!r} is already registered")
-    REPRODUCTIONS[reproduction.name] = reproduction
-    return reproduction
+    return add_once(REPRODUCTIONS, reproduction.name, reproduction, "the reproductions")
 
 
 for _entry in (
