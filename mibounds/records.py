@@ -69,7 +69,8 @@ class RunRecord(TypedDict):
 
 
 class GaussianRecord(RunRecord):
-    """A run of the Gaussian harness: its ``RunConfig`` fields, then the estimate (nats)."""
+    """A run of the Gaussian harness: its ``RunConfig`` fields, then the estimate (nats). The
+    name is the harness's: its source may also be a known-MI task or a user's data."""
 
     critic: str
     k: int
@@ -95,17 +96,20 @@ class GaussianRecord(RunRecord):
     """The MI the objective estimates: ``"pairwise"`` or ``"one_vs_rest"``."""
     estimate_on: str
     """``"held-out"`` or ``"training set"`` (per-item objectives)."""
-    rho_final: float
+    rho_final: float | None
+    """None for a source with data of its own (``mibounds.harness.data.SourceSpec``)."""
     log_k: float
-    mi_pairwise: float
+    mi_pairwise: float | None
     mi_one_vs_rest: float | None
     mi_factor: float | None
     """I(x_a; c) = -(d/2) log(1 - rho) for views (NaN, written null, for pairs)."""
-    true_mi: float
+    true_mi: float | None
+    """The MI the objective estimates; None (and so ``gap`` and ``relative_mi``) when the
+    source's MI is unknown (a user's data)."""
     batched_seeds: int
     estimate_mean: float
     estimate_sd: float
-    gap: float
+    gap: float | None
     relative_mi: float | None
     gap_one_vs_rest: float | None
     relative_mi_one_vs_rest: float | None

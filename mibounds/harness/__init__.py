@@ -4,6 +4,8 @@
 - ``config``: ``RunConfig`` (one setting), ``Sweep`` (a grid x seeds), TOML loading, shards.
 - ``data``: pluggable data sources (``GaussianStream``, the finite ``GaussianDataset``,
   ``register_source``).
+- ``sources``: the known-MI tasks of ``mibounds.tasks`` as data sources (``task``,
+  ``task_finite``), registered on import.
 - ``objectives``: the training objectives, built from the catalogue (``mibounds.catalogue``):
   a new estimator registered there trains here.
 - ``trainer``: ``train(config, seeds)``, the R seeds of a setting as one batched model.
@@ -14,6 +16,7 @@
 The papers' reproductions are ``mibounds.reproductions``; the commands, ``mibounds.cli``.
 """
 
+from mibounds.harness import sources  # noqa: F401 (registers the task sources)
 from mibounds.harness.config import RunConfig, Sweep, load_sweep, parse_shard, sweep_from_dict
 from mibounds.harness.data import (
     SOURCES,
