@@ -264,7 +264,7 @@ def _read_table(path: Path) -> Any:
         raise ValueError(
             f"reading {str(path)!r} needs a parquet engine: pip install pyarrow (or fastparquet)"
         ) from None
-    except Exception as err:  # noqa: BLE001 - the engines raise their own types
+    except Exception as err:  # the engines raise their own types
         raise ValueError(f"{str(path)!r} is not a readable parquet file: {err}") from None
 
 
