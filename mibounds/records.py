@@ -5,7 +5,8 @@ package).
 A results file holds one record per line (``mibounds.harness.results``). Every record has the
 fields of ``RunRecord`` (identity, objective, timing and provenance, ``mibounds.provenance``);
 a Gaussian harness run adds those of ``GaussianRecord`` (its config, the true MIs and the
-estimate), an image run those of ``VisionRecord`` (its config, loss and probe accuracies).
+estimate), an image run those of ``VisionRecord`` (its config, loss and probe accuracies), a
+benchmark run on a known-MI task those of ``EstimateRecord``.
 ``check_record`` says what is missing or unknown; the trainers call it on what they return.
 
 Schema versions: 1, the records written before the version field existed (read as they are);
@@ -24,6 +25,7 @@ from typing_extensions import NotRequired, TypedDict
 
 __all__ = [
     "SCHEMA_VERSION",
+    "EstimateRecord",
     "GaussianRecord",
     "RunRecord",
     "VisionRecord",
@@ -138,7 +140,41 @@ class VisionRecord(RunRecord):
     probe_seconds: float | None
 
 
-_SCHEMAS: dict[str, type] = {"gaussian": GaussianRecord, "vision": VisionRecord}
+class EstimateRecord(RunRecord):
+    """A benchmark run (``mibounds.harness.benchmark``): one estimator on one sample of a
+    known-MI task, its ``EstimateConfig`` fields, then the estimate (nats)."""
+
+    task: str
+    estimator: str
+    n: int
+    params: dict[str, Any]
+    options: dict[str, Any]
+    """Keyword arguments given to ``mibounds.estimate`` (empty: its defaults)."""
+    tag: str
+    family: str
+    views: int | None
+    dim_x: int
+    dim_y: int
+    target: str
+    """``"pairwise"`` I(x; y) or ``"one_vs_rest"`` I(x_a; X_{\\a}) (view tasks)."""
+    true_mi: float
+    value: float
+    """The estimate: held out for ``estimate``, on the whole sample for a classical one."""
+    stderr: float | None
+    bias: float
+    """``value - true_mi``."""
+    selection: str
+    checkpoint_step: int | None
+    batch_size: int | None
+    settings: dict[str, Any]
+    """``Estimate.settings``: the resolved batch size, hidden width, split sizes, ..."""
+
+
+_SCHEMAS: dict[str, type] = {
+    "gaussian": GaussianRecord,
+    "vision": VisionRecord,
+    "estimate": EstimateRecord,
+}
 _READOUT = re.compile(r"infonce_k\d+_(mean|sd)")
 """Gaussian records may add held-out InfoNCE readouts at other batch sizes."""
 

@@ -90,7 +90,9 @@ def params_label(name: str, params: Params) -> str:
     return f"{name}({', '.join(shown)})"
 
 
-def _check_keys(given: Iterable[str], allowed: Sequence[str], where: str) -> None:
+def check_keys(given: Iterable[str], allowed: Sequence[str], where: str) -> None:
+    """Raise ``ValueError`` naming the first key of ``given`` not in ``allowed`` (with a
+    suggestion), for the config tables of every kind of sweep."""
     for key in given:
         if key not in allowed:
             raise ValueError(
@@ -336,7 +338,7 @@ class RunConfig:
         for name, default in _LATER_FIELDS.items():
             if values[name] == default:
                 del values[name]
-        return _digest(values)
+        return digest(values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "run config") -> RunConfig:
@@ -351,7 +353,7 @@ class RunConfig:
                     raise ValueError(f"{name} table in {where} needs a 'name', got {spec}")
                 values[name] = spec.pop("name")
                 values[f"{name}_params"] = {**dict(values.get(f"{name}_params", {})), **spec}
-        _check_keys(values, [f.name for f in dataclasses.fields(cls)], where)
+        check_keys(values, [f.name for f in dataclasses.fields(cls)], where)
         if "objective" not in values:
             raise ValueError(f"{where} needs an objective")
         for name in ("mi_levels", "eval_infonce_k"):
@@ -365,7 +367,8 @@ _LATER_FIELDS: dict[str, Any] = {"eval_infonce_k": [], "tag": ""}
 default: ``RunConfig.key`` omits them at that value."""
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """16 hex digits of the SHA-256 of ``obj`` as sorted compact JSON: a setting's identity."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -411,7 +414,7 @@ class Sweep:
                 grid["setting_seeds"] = {k: list(v) for k, v in sorted(self.setting_seeds.items())}
             if self.kind != "gaussian":
                 grid["kind"] = self.kind
-            object.__setattr__(self, "grid_hash", _digest(grid))
+            object.__setattr__(self, "grid_hash", digest(grid))
 
     def seeds_of(self, setting: RunConfig) -> tuple[int, ...]:
         """The seeds ``setting`` runs: its grid's own, else the sweep's."""
@@ -480,7 +483,7 @@ def _expand_grid(
     for key, values in axes.items():
         if not values:
             raise ValueError(f"axis {key!r} of {where} is an empty list: the grid is empty")
-    _check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(cls)], where)
+    check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(cls)], where)
     settings = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo, strict=True))
@@ -499,7 +502,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
     over ``[run]``, and its ``grid`` in place of ``[grid]``.
     """
     where = source or "sweep config"
-    _check_keys(data, _SWEEP_KEYS, where)
+    check_keys(data, _SWEEP_KEYS, where)
     if not isinstance(data.get("name"), str) or not data["name"]:
         raise ValueError(f"{where} needs a name (a non-empty string)")
     if "seeds" not in data:
@@ -511,7 +514,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
         overrides = data.get("quick")
         if overrides is None:
             raise ValueError(f"{where} has no [quick] table, so it has no quick version")
-        _check_keys(overrides, _QUICK_KEYS, f"[quick] of {where}")
+        check_keys(overrides, _QUICK_KEYS, f"[quick] of {where}")
         seeds = overrides.get("seeds", seeds)
         run.update(overrides.get("run", {}))
         grid = overrides.get("grid", grid)
