@@ -162,7 +162,9 @@ class EstimateRecord(RunRecord):
     """The estimate: held out for ``estimate``, on the whole sample for a classical one."""
     stderr: float | None
     bias: float
-    """``value - true_mi``."""
+    """``value - true_mi`` (NaN, written null, when the value is not finite)."""
+    failure: str | None
+    """Why the estimate failed (training diverged, a non-finite value), or None."""
     selection: str
     checkpoint_step: int | None
     batch_size: int | None

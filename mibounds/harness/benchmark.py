@@ -200,15 +200,29 @@ def sample_task(task: Task, n: int, seed: int) -> tuple[torch.Tensor, ...]:
     return out if isinstance(out, tuple) else (out,)
 
 
+_FAILED = {
+    "value": math.nan,
+    "stderr": None,
+    "is_bound": False,
+    "selection": "none: training failed",
+    "checkpoint_step": None,
+    "batch_size": None,
+    "settings": {},
+}
+
+
 def _run(setting: EstimateConfig, seed: int, device: str, progress: bool) -> dict[str, Any]:
-    """One run's estimate: ``value`` (nats), ``stderr``, ``is_bound``, ``selection``,
-    ``checkpoint_step``, ``batch_size``, ``settings`` and the ``device`` it ran on."""
+    """One run's estimate: ``value`` (nats; NaN when training failed), ``failure`` (why, or
+    None), ``stderr``, ``is_bound``, ``selection``, ``checkpoint_step``, ``batch_size``,
+    ``settings`` and the ``device`` it ran on. A failed training (``estimate`` raising on a
+    non-finite estimate) is a result of the benchmark, recorded, not an error of the sweep."""
     task = setting.task_spec
     data = sample_task(task, setting.n, seed)
     if setting.estimator in CLASSICAL:
         x, y = split_one_vs_rest(data[0]) if task.views else data
         return {
             "value": _classical()[setting.estimator](x, y),
+            "failure": None,
             "stderr": None,
             "is_bound": False,
             "selection": "none: the whole sample, no training",
@@ -220,17 +234,22 @@ def _run(setting: EstimateConfig, seed: int, device: str, progress: bool) -> dic
     from mibounds.estimation import estimate
 
     inputs = {"views": data[0]} if task.views else {"x": data[0], "y": data[1]}
-    result = estimate(
-        **inputs,
-        estimator=setting.estimator,
-        params=dict(setting.params),
-        seeds=[seed],
-        device=device,
-        progress=progress,
-        **dict(setting.options),
-    )
+    try:
+        result = estimate(
+            **inputs,
+            estimator=setting.estimator,
+            params=dict(setting.params),
+            seeds=[seed],
+            device=device,
+            progress=progress,
+            **dict(setting.options),
+        )
+    except (ValueError, FloatingPointError) as err:  # the setting was checked: training failed
+        return {**_FAILED, "failure": str(err), "device": device}
+    failure = None if math.isfinite(result.value) else f"the estimate is {result.value}"
     return {
         "value": result.value,
+        "failure": failure,
         "stderr": result.stderr if math.isfinite(result.stderr) else None,
         "is_bound": result.is_bound,
         "selection": result.selection,
@@ -278,6 +297,7 @@ def train_group(
             "value": out["value"],
             "stderr": out["stderr"],
             "bias": out["value"] - task.mi,
+            "failure": out["failure"],
             "selection": out["selection"],
             "checkpoint_step": out["checkpoint_step"],
             "batch_size": out["batch_size"],
