@@ -104,7 +104,7 @@ def _as_tensor(a: Any, name: str, rank: int) -> Tensor:
     as ``(n, 1)``); every row finite, every column varying."""
     columns = _columns_of(a)
     arr = _to_numpy(a, name)
-    t = arr if isinstance(arr, Tensor) else torch.from_numpy(np.ascontiguousarray(arr))
+    t = arr if isinstance(arr, Tensor) else torch.from_numpy(np.array(arr, dtype=np.float64))
     t = t.detach().to(torch.float64)
     if rank == 2 and t.dim() == 1:
         t = t.unsqueeze(1)
