@@ -361,6 +361,7 @@ objective = ["infonce"]
 """
 GRID = 'objective = ["infonce"]'
 CRITIC = "n_hidden = 1}"
+TASK = '{name = "task", task = "%s"}'
 
 
 def sweep_config(old: str = "", new: str = "") -> Callable[[Path], None]:
@@ -393,8 +394,15 @@ for id, old, new, expect in (
     ("objective-unknown", GRID, 'objective = ["infonse"]', "did you mean 'infonce'"),
     ("source-unknown", "d = 1", 'd = 1\nsource = "imagenet"', "unknown data source 'imagenet'"),
     ("not-toml", "seeds = 1", "seeds = ", "is not valid TOML"),
+    ("no-rho", "rho = 0.5", "", "give exactly one of rho (correlation), mi"),
+    ("task-unknown", "rho = 0.5", f"source = {TASK % 'student-5'}", "unknown task 'student-5'"),
+    ("task-and-rho", "d = 1", f"d = 1\nsource = {TASK % '1v1-normal-0.75'}", "takes no ['rho']"),
+    ("task-d", "rho = 0.5", f"source = {TASK % 'multinormal-dense-2-2-0.5'}",
+     "d = 1, but source 'task' gives samples of dimension 2"),
+    ("task-finite-n", "rho = 0.5",
+     'source = {name = "task_finite", task = "1v1-normal-0.75", n = 10}', "multiple of K = 4"),
 ):  # fmt: skip
-    note = f"sweep config with `{new.splitlines()[-1]}`"
+    note = f"sweep config with `{new.splitlines()[-1]}`" if new else f"sweep config without `{old}`"
     add(CONFIGS, f"sweep-{id}", "sweep sweep.toml", expect, setup=sweep_config(old, new), note=note)
 
 # ------------------------------------------------------------------------ the command line
