@@ -48,7 +48,7 @@ from mibounds._checks import (
     real_in,
     resolve_device,
 )
-from mibounds.arrays import Samples, as_samples
+from mibounds.arrays import Samples, as_samples, scale, train_statistics
 from mibounds.catalogue import Entry, entry
 from mibounds.harness.data import derive_seed
 from mibounds.harness.interface import Batch
@@ -139,18 +139,14 @@ class FittedCritic(nn.Module):
         super().__init__()
         self.critic = critic
         self.width = width
+        self.stat_names = tuple(stats)
         for name, value in stats.items():
             self.register_buffer(name, value)
 
     def prepare(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Standardised and padded inputs, in the critic's dtype and on its device."""
-        dtype = self.mean_x.dtype
-        x = (x.to(self.mean_x.device, dtype) - self.mean_x) / self.std_x
-        if y is None:
-            return x, None
-        y = (y.to(self.mean_y.device, dtype) - self.mean_y) / self.std_y
-        pad = nn.functional.pad
-        return pad(x, (0, self.width - x.shape[-1])), pad(y, (0, self.width - y.shape[-1]))
+        """Standardised and padded inputs, in the critic's dtype and on its device
+        (``mibounds.arrays.scale``)."""
+        return scale(x, y, {name: getattr(self, name) for name in self.stat_names}, self.width)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         px, py = self.prepare(x, y)
@@ -218,10 +214,7 @@ def _critic(
     """``(width, class, params)`` of the critic: pairs are zero-padded to one width
     ``max(d_x, d_y)``, views keep d; ``hidden`` (default :func:`_hidden`) sets ``hidden_dim``
     where the critic has one."""
-    if samples.kind == "pairs":
-        width = max(samples.x.shape[1], samples.y.shape[1])
-    else:
-        width = samples.views.shape[2]
+    width = samples.width
     params = dict(given or {})
     cls = check_critic(name, params, width)
     if "hidden_dim" in inspect.signature(cls).parameters and "hidden_dim" not in params:
@@ -269,23 +262,6 @@ def _seed_list(seeds: int | Sequence[int]) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------ one seed
 
 
-def _stats(samples: Samples, rows: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Mean and standard deviation of each coordinate over the train ``rows`` (views: pooled
-    over the views), a coordinate constant on them scaled by 1."""
-
-    def of(t: Tensor) -> tuple[Tensor, Tensor]:
-        part = t[rows].flatten(0, t.dim() - 2)
-        std = part.std(0)
-        return part.mean(0).to(dtype), torch.where(std > 0, std, 1.0).to(dtype)
-
-    if samples.kind == "views":
-        mean, std = of(samples.views)
-        return {"mean_x": mean, "std_x": std}
-    mean_x, std_x = of(samples.x)
-    mean_y, std_y = of(samples.y)
-    return {"mean_x": mean_x, "std_x": std_x, "mean_y": mean_y, "std_y": std_y}
-
-
 def _batches(prepared: tuple[Tensor, Tensor | None], rows: Tensor, k: int) -> Batch:
     """The ``rows`` in ``len(rows) // k`` batches of k: ``x: (1, B, k, ...)``."""
     rows = rows[: len(rows) // k * k].view(1, -1, k)
@@ -308,9 +284,9 @@ def _train_seed(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         inner = cfg["critic_class"](cfg["width"], **cfg["critic_params"])
-    fitted = FittedCritic(inner, _stats(samples, train_rows, dtype), cfg["width"]).to(device)
-    raw = (samples.x, samples.y) if samples.kind == "pairs" else (samples.views, None)
-    prepared = fitted.prepare(*(None if t is None else t.to(device) for t in raw))
+    stats = train_statistics(samples, train_rows, dtype)
+    fitted = FittedCritic(inner, stats, cfg["width"]).to(device)
+    prepared = fitted.prepare(*(None if t is None else t.to(device) for t in samples.tensors))
     val, test = _batches(prepared, val_rows, k), _batches(prepared, test_rows, k)
     objective = build_objective(found, params, n_seeds=1, n_items=n_train)
     if isinstance(objective, nn.Module):
