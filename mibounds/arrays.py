@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SUFFIXES", "Samples", "as_samples", "load_arrays"]
+__all__ = ["SUFFIXES", "Samples", "as_samples", "load_arrays", "scale", "train_statistics"]
 
 SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
 
@@ -61,6 +61,69 @@ class Samples:
     def kind(self) -> str:
         """``"pairs"`` or ``"views"``."""
         return "pairs" if self.views is None else "views"
+
+    @property
+    def width(self) -> int:
+        """One dimension for both sides: ``max(d_x, d_y)`` for pairs (the narrower side is
+        zero-padded by :func:`scale`), d for views."""
+        if self.views is not None:
+            return int(self.views.shape[2])
+        return int(max(self.x.shape[1], self.y.shape[1]))
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor | None]:
+        """``(x, y)`` for pairs, ``(views, None)`` for views."""
+        return (self.x, self.y) if self.views is None else (self.views, None)
+
+
+def train_statistics(
+    samples: Samples, rows: Tensor, dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
+    """Mean and standard deviation of every coordinate over the train ``rows`` only (views:
+    pooled over the views), a coordinate constant on them scaled by 1: ``mean_x, std_x: (d_x,)``
+    and ``mean_y, std_y: (d_y,)`` (views: ``mean_x, std_x: (d,)``), in ``dtype``.
+
+    Example:
+        >>> s = as_samples(torch.tensor([0.0, 2.0, 10.0]), torch.tensor([1.0, 3.0, 5.0]))
+        >>> {k: v.tolist() for k, v in train_statistics(s, torch.tensor([0, 1])).items()}
+        {'mean_x': [1.0], 'std_x': [1.4142135381698608], 'mean_y': [2.0], 'std_y': [1.4142135381698608]}
+    """  # noqa: E501
+
+    def of(t: Tensor) -> tuple[Tensor, Tensor]:
+        part = t[rows].flatten(0, t.dim() - 2)
+        std = part.std(0)
+        return part.mean(0).to(dtype), torch.where(std > 0, std, 1.0).to(dtype)
+
+    first, second = samples.tensors
+    mean_x, std_x = of(first)
+    if second is None:
+        return {"mean_x": mean_x, "std_x": std_x}
+    mean_y, std_y = of(second)
+    return {"mean_x": mean_x, "std_x": std_x, "mean_y": mean_y, "std_y": std_y}
+
+
+def scale(
+    x: Tensor, y: Tensor | None, stats: dict[str, Tensor], width: int
+) -> tuple[Tensor, Tensor | None]:
+    """``(x - mean_x) / std_x`` and ``(y - mean_y) / std_y`` (:func:`train_statistics`), in the
+    statistics' dtype and device, each zero-padded on its last axis to ``width``: ``(..., d_x)
+    -> (..., width)``; views ``(..., M, d)`` with ``y`` None. Zero columns carry nothing, so a
+    critic of one dimension scores pairs with ``d_x != d_y``.
+
+    Example:
+        >>> stats = {"mean_x": torch.zeros(1), "std_x": torch.ones(1) * 2,
+        ...          "mean_y": torch.ones(2), "std_y": torch.ones(2)}
+        >>> sx, sy = scale(torch.tensor([[4.0]]), torch.tensor([[1.0, 3.0]]), stats, 2)
+        >>> sx.tolist(), sy.tolist()
+        ([[2.0, 0.0]], [[0.0, 2.0]])
+    """
+    mean, std = stats["mean_x"], stats["std_x"]
+    pad = torch.nn.functional.pad
+    x = (x.to(mean.device, mean.dtype) - mean) / std
+    if y is None:
+        return x, None
+    y = (y.to(mean.device, mean.dtype) - stats["mean_y"]) / stats["std_y"]
+    return pad(x, (0, width - x.shape[-1])), pad(y, (0, width - y.shape[-1]))
 
 
 def _columns_of(a: Any) -> list[str] | None:
@@ -104,7 +167,7 @@ def _as_tensor(a: Any, name: str, rank: int) -> Tensor:
     as ``(n, 1)``); every row finite, every column varying."""
     columns = _columns_of(a)
     arr = _to_numpy(a, name)
-    t = arr if isinstance(arr, Tensor) else torch.from_numpy(np.ascontiguousarray(arr))
+    t = arr if isinstance(arr, Tensor) else torch.from_numpy(np.array(arr, dtype=np.float64))
     t = t.detach().to(torch.float64)
     if rank == 2 and t.dim() == 1:
         t = t.unsqueeze(1)

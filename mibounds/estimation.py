@@ -28,6 +28,7 @@ seed, the standard error over its test batches.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from mibounds._checks import (
@@ -46,13 +48,13 @@ from mibounds._checks import (
     real_in,
     resolve_device,
 )
-from mibounds.arrays import Samples, as_samples
+from mibounds.arrays import Samples, as_samples, scale, train_statistics
 from mibounds.catalogue import Entry, entry
 from mibounds.harness.data import derive_seed
 from mibounds.harness.interface import Batch
 from mibounds.harness.objectives import build_objective, check_critic
 
-__all__ = ["DEFAULT_ESTIMATOR", "SELECTIONS", "Estimate", "FittedCritic", "estimate"]
+__all__ = ["DEFAULT_ESTIMATOR", "SELECTIONS", "Estimate", "FittedCritic", "estimate", "split"]
 
 DEFAULT_ESTIMATOR = {"pairs": "infonce", "views": "arithmetic"}
 """The estimator used when none is named: InfoNCE on pairs (a bound, low variance, capped at
@@ -137,18 +139,14 @@ class FittedCritic(nn.Module):
         super().__init__()
         self.critic = critic
         self.width = width
+        self.stat_names = tuple(stats)
         for name, value in stats.items():
             self.register_buffer(name, value)
 
     def prepare(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Standardised and padded inputs, in the critic's dtype and on its device."""
-        dtype = self.mean_x.dtype
-        x = (x.to(self.mean_x.device, dtype) - self.mean_x) / self.std_x
-        if y is None:
-            return x, None
-        y = (y.to(self.mean_y.device, dtype) - self.mean_y) / self.std_y
-        pad = nn.functional.pad
-        return pad(x, (0, self.width - x.shape[-1])), pad(y, (0, self.width - y.shape[-1]))
+        """Standardised and padded inputs, in the critic's dtype and on its device
+        (``mibounds.arrays.scale``)."""
+        return scale(x, y, {name: getattr(self, name) for name in self.stat_names}, self.width)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         px, py = self.prepare(x, y)
@@ -164,32 +162,69 @@ def _sizes(n: int, test_fraction: float, validation_fraction: float) -> tuple[in
     return n - n_test - n_val, n_val, n_test
 
 
+def split(
+    n: int, seed: int, test_fraction: float = 0.3, validation_fraction: float = 0.2
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The rows of seed ``seed``: a permutation of ``range(n)`` from the seed's own stream
+    (``derive_seed(seed, "split")``), cut into train, validation and test rows, disjoint:
+    ``round(n test_fraction)`` test rows, ``validation_fraction`` of the rest for validation.
+
+    Example:
+        >>> train, val, test = split(10, 0)
+        >>> len(train), len(val), len(test), sorted(torch.cat([train, val, test]).tolist()) == list(range(10))
+        (6, 1, 3, True)
+    """  # noqa: E501
+    n_train, n_val, _ = _sizes(n, test_fraction, validation_fraction)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "split")))
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
 def _batch_size(given: int | None, sizes: tuple[int, int, int], n: int) -> int:
     """The batch size: ``given`` if every part of the split holds a batch of it, else an error;
     default 256, or the smallest part when that is smaller (at least 8 rows)."""
     parts = "train / validation / test"
-    split = " / ".join(map(str, sizes))
+    shown = " / ".join(map(str, sizes))
     smallest = min(sizes)
     if given is not None:
         check_at_least(given, 2, "batch_size")
         if smallest < given:
             raise ValueError(
-                f"n = {n} rows split into {split} {parts} rows, and each part needs at least "
+                f"n = {n} rows split into {shown} {parts} rows, and each part needs at least "
                 f"batch_size = {given} rows; give more rows, a smaller batch_size or another "
                 "test_fraction"
             )
         return given
     if smallest < 8:
         raise ValueError(
-            f"n = {n} rows split into {split} {parts} rows: too few for a held-out estimate "
+            f"n = {n} rows split into {shown} {parts} rows: too few for a held-out estimate "
             "(each part needs 8 rows or more); give more rows"
         )
     return min(256, smallest)
 
 
-def _hidden(width: int) -> int:
-    """The default hidden width for inputs of ``width`` coordinates in all: 64 to 256."""
-    return int(min(256, max(64, 8 * width)))
+def _hidden(n_train: int) -> int:
+    """The default hidden width: grows with the train rows as ``sqrt(n_train)``, rounded up to
+    a multiple of 16, within [32, 256] (64 for n = 5,000): capacity the data can support."""
+    return int(min(256, max(32, 16 * math.ceil(math.sqrt(n_train) / 16))))
+
+
+def _critic(
+    name: str, given: Mapping[str, Any] | None, hidden: int | None, samples: Samples, n_train: int
+) -> tuple[int, type[nn.Module], dict[str, Any]]:
+    """``(width, class, params)`` of the critic: pairs are zero-padded to one width
+    ``max(d_x, d_y)``, views keep d; ``hidden`` (default :func:`_hidden`) sets ``hidden_dim``
+    where the critic has one."""
+    width = samples.width
+    params = dict(given or {})
+    cls = check_critic(name, params, width)
+    if "hidden_dim" in inspect.signature(cls).parameters and "hidden_dim" not in params:
+        params["hidden_dim"] = (
+            _hidden(n_train) if hidden is None else check_at_least(hidden, 1, "hidden")
+        )
+        check_critic(name, params, width)
+    elif hidden is not None:
+        raise ValueError(f"critic {name!r} has no hidden width; leave hidden unset")
+    return width, cls, params
 
 
 def _entry_for(name: str, kind: str) -> Entry:
@@ -227,23 +262,6 @@ def _seed_list(seeds: int | Sequence[int]) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------ one seed
 
 
-def _stats(samples: Samples, rows: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Mean and standard deviation of each coordinate over the train ``rows`` (views: pooled
-    over the views), a coordinate constant on them scaled by 1."""
-
-    def of(t: Tensor) -> tuple[Tensor, Tensor]:
-        part = t[rows].flatten(0, t.dim() - 2)
-        std = part.std(0)
-        return part.mean(0).to(dtype), torch.where(std > 0, std, 1.0).to(dtype)
-
-    if samples.kind == "views":
-        mean, std = of(samples.views)
-        return {"mean_x": mean, "std_x": std}
-    mean_x, std_x = of(samples.x)
-    mean_y, std_y = of(samples.y)
-    return {"mean_x": mean_x, "std_x": std_x, "mean_y": mean_y, "std_y": std_y}
-
-
 def _batches(prepared: tuple[Tensor, Tensor | None], rows: Tensor, k: int) -> Batch:
     """The ``rows`` in ``len(rows) // k`` batches of k: ``x: (1, B, k, ...)``."""
     rows = rows[: len(rows) // k * k].view(1, -1, k)
@@ -261,21 +279,14 @@ def _train_seed(
     samples: Samples, found: Entry, params: Mapping[str, Any], seed: int, cfg: Mapping[str, Any]
 ) -> dict[str, Any]:
     device, dtype, k = cfg["device"], cfg["dtype"], cfg["batch_size"]
-    n_train, n_val, _ = cfg["sizes"]
-    order = torch.randperm(
-        samples.n, generator=torch.Generator().manual_seed(derive_seed(seed, "split"))
-    )
-    train_rows, val_rows, test_rows = (
-        order[:n_train],
-        order[n_train : n_train + n_val],
-        order[n_train + n_val :],
-    )
+    n_train = cfg["n_train"]
+    train_rows, val_rows, test_rows = split(samples.n, seed, *cfg["fractions"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         inner = cfg["critic_class"](cfg["width"], **cfg["critic_params"])
-    fitted = FittedCritic(inner, _stats(samples, train_rows, dtype), cfg["width"]).to(device)
-    raw = (samples.x, samples.y) if samples.kind == "pairs" else (samples.views, None)
-    prepared = fitted.prepare(*(None if t is None else t.to(device) for t in raw))
+    stats = train_statistics(samples, train_rows, dtype)
+    fitted = FittedCritic(inner, stats, cfg["width"]).to(device)
+    prepared = fitted.prepare(*(None if t is None else t.to(device) for t in samples.tensors))
     val, test = _batches(prepared, val_rows, k), _batches(prepared, test_rows, k)
     objective = build_objective(found, params, n_seeds=1, n_items=n_train)
     if isinstance(objective, nn.Module):
@@ -283,12 +294,16 @@ def _train_seed(
     optimiser = torch.optim.AdamW(
         inner.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
     )
+    ema, reader = cfg["ema"], inner
+    if ema:  # checkpoints read the exponential moving average of the weights
+        averaged = AveragedModel(inner, multi_avg_fn=get_ema_multi_avg_fn(ema))
+        reader = averaged.module
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
     per_epoch = n_train // k
     x_all, y_all = prepared
     best = {"held_out": -math.inf, "test": -math.inf, "step": 0, "state": None, "reads": None}
     curve, train_sum, train_count, stale = [], 0.0, 0, 0
-    for step in range(1, cfg["steps"] + 1):
+    for step in range(1, cfg["max_steps"] + 1):
         position = (step - 1) % per_epoch
         if position == 0:
             epoch = torch.randperm(n_train, generator=shuffle)[: per_epoch * k].to(device)
@@ -303,13 +318,16 @@ def _train_seed(
         optimiser.zero_grad(set_to_none=True)
         (-value).backward()
         optimiser.step()
+        if ema:
+            averaged.update_parameters(inner)
         train_sum, train_count = train_sum + float(value.detach()), train_count + 1
         cfg["bar"].update(1)
-        if step % cfg["eval_every"] and step != cfg["steps"]:
+        if step % cfg["eval_every"] and step != cfg["max_steps"]:
             continue
         if isinstance(objective, nn.Module):
             objective.eval()
-        held_out, reads = float(_read(objective, inner, val).mean()), _read(objective, inner, test)
+        held_out = float(_read(objective, reader, val).mean())
+        reads = _read(objective, reader, test)
         if isinstance(objective, nn.Module):
             objective.train()
         row = {
@@ -325,14 +343,14 @@ def _train_seed(
         if not math.isfinite(row[key]):
             break
         if row[key] > best[key]:
-            best = {**row, "state": copy.deepcopy(inner.state_dict()), "reads": reads}
+            best = {**row, "state": copy.deepcopy(reader.state_dict()), "reads": reads}
             stale = 0
         else:
             stale += 1
         cfg["bar"].set_postfix(seed=seed, held_out=f"{held_out:.3f}", refresh=False)
         if cfg["selection"] == "early_stopping" and stale >= cfg["patience"]:
             break
-    cfg["bar"].update(cfg["steps"] - step)
+    cfg["bar"].update(cfg["max_steps"] - step)
     if best["state"] is None:
         raise ValueError(
             f"seed {seed}: the estimate was not finite at the first checkpoint (step "
@@ -374,6 +392,7 @@ def estimate(
     device: str = "auto",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    ema: float = 0.99,
 ) -> Estimate:
     """Estimate ``I(x; y)`` (pairs) or ``I(x_a; X_{\\a})`` (views) in nats, held out.
 
@@ -390,7 +409,8 @@ def estimate(
             ``"arithmetic"`` on views. params: its parameters (checked by the catalogue).
         critic: ``"separable"`` (default), ``"bilinear"`` or ``"concat"``
             (``mibounds.critics.CRITICS``); critic_params: its keyword arguments.
-        hidden: the critic's hidden width (default ``min(256, max(64, 8 (d_x + d_y)))``).
+        hidden: the critic's hidden width (default: ``sqrt(train rows)`` rounded up to a
+            multiple of 16, in [32, 256]; 64 at n = 5,000).
         batch_size: K (default 256, less when a part of the split is smaller).
         steps: the most optimiser steps. eval_every: steps between checkpoints. patience:
             checkpoints without a better validation value before stopping.
@@ -402,6 +422,8 @@ def estimate(
             and batches.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...; dtype: the critic's float dtype.
         progress: show a tqdm progress bar.
+        ema: checkpoints read the exponential moving average of the weights with this decay
+            (0: the weights themselves).
     Returns:
         :class:`Estimate`.
     Raises:
@@ -432,36 +454,21 @@ def estimate(
     weight_decay = _real(weight_decay, "weight_decay", 0.0, math.inf, low_open=False)
     test_fraction = _real(test_fraction, "test_fraction", 0.0, 1.0, low_open=True)
     validation_fraction = _real(validation_fraction, "validation_fraction", 0.0, 1.0, low_open=True)
+    ema = _real(ema, "ema", 0.0, 1.0, low_open=False)
     check_float_dtype(dtype)
     where = resolve_device(device)
     sizes = _sizes(samples.n, test_fraction, validation_fraction)
     k = _batch_size(batch_size, sizes, samples.n)
-    if samples.kind == "pairs":
-        width, total = (
-            max(samples.x.shape[1], samples.y.shape[1]),
-            samples.x.shape[1] + samples.y.shape[1],
-        )
-    else:
-        width = samples.views.shape[2]
-        total = width * samples.views.shape[1]
-    cparams = dict(critic_params or {})
-    cls = check_critic(critic, cparams, width)
-    import inspect
-
-    accepts = inspect.signature(cls).parameters
-    if "hidden_dim" in accepts and "hidden_dim" not in cparams:
-        cparams["hidden_dim"] = (
-            _hidden(total) if hidden is None else check_at_least(hidden, 1, "hidden")
-        )
-    check_critic(critic, cparams, width)
+    width, cls, cparams = _critic(critic, critic_params, hidden, samples, sizes[0])
     settings = {
-        "batch_size": k, "steps": steps, "eval_every": eval_every, "patience": patience,
+        "batch_size": k, "max_steps": steps, "eval_every": eval_every, "patience": patience,
         "lr": lr, "weight_decay": weight_decay, "critic": critic,
-        "hidden": cparams.get("hidden_dim", 0), "n_train": sizes[0], "n_validation": sizes[1],
-        "n_test": sizes[2], "device": str(where),
+        "hidden": cparams.get("hidden_dim", 0), "ema": ema, "n_train": sizes[0],
+        "n_validation": sizes[1], "n_test": sizes[2], "device": str(where),
     }  # fmt: skip
     cfg = {
-        **settings, "device": where, "dtype": dtype, "sizes": sizes, "width": width,
+        **settings, "device": where, "dtype": dtype, "width": width,
+        "fractions": (test_fraction, validation_fraction),
         "critic_class": cls, "critic_params": cparams, "selection": selection,
     }  # fmt: skip
     results = []

@@ -23,6 +23,7 @@ __all__ = [
     "AXIS_LABELS",
     "critic_column",
     "curves_panel",
+    "estimate_figure",
     "facet_figure",
     "metric_panel",
     "overshoot_figure",
@@ -380,6 +381,45 @@ def results_figure(frame: pd.DataFrame, *, title: str = "") -> Figure:
         axes[0].axhline(float(frame["true_mi"].iloc[0]), color="k", lw=1, label="true MI")
     curves_panel(axes[3], frame)
     return _finish(fig, axes, title)
+
+
+def estimate_figure(
+    curves: pd.DataFrame,
+    *,
+    value: float | None = None,
+    true_mi: float | None = None,
+    title: str = "",
+) -> Figure:
+    """The curves of ``mibounds.estimate`` (``Estimate.curves``: ``step``, ``seed``, ``train``,
+    ``held_out``, ``test``): each column's mean over seeds against the step with a +-1 sd band,
+    the reported ``value`` and the ``true_mi`` (nats) as lines where given.
+
+    Example:
+        >>> frame = pd.DataFrame({"step": [1, 2] * 2, "seed": [0, 0, 1, 1], "train": [0.1] * 4,
+        ...                       "held_out": [0.2] * 4, "test": [0.3] * 4})
+        >>> len(estimate_figure(frame, value=0.3).axes)
+        1
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = {
+        "train": "train rows",
+        "held_out": "validation rows (selection)",
+        "test": "test rows (the estimate)",
+    }
+    long = curves.rename(columns=names).melt(
+        id_vars=["step", "seed"], value_vars=list(names.values()), var_name="rows"
+    )
+    sns.lineplot(data=long, x="step", y="value", hue="rows", errorbar="sd", ax=ax)
+    if value is not None:
+        ax.axhline(value, color="k", ls="--", lw=1, label=f"estimate {value:.3f}")
+    if true_mi is not None:
+        ax.axhline(true_mi, color="k", lw=1, label=f"true MI {true_mi:.3f}")
+    ax.set_xlabel(_label("step"))
+    ax.set_ylabel("estimate (nats)")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def save(fig: Figure, path: str | Path, *, dpi: int = 130) -> Path:
