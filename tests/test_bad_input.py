@@ -405,6 +405,34 @@ for id, old, new, expect in (
     note = f"sweep config with `{new.splitlines()[-1]}`" if new else f"sweep config without `{old}`"
     add(CONFIGS, f"sweep-{id}", "sweep sweep.toml", expect, setup=sweep_config(old, new), note=note)
 
+# ----------------------------------------------------- configs: benchmark grids ("estimate")
+
+BENCH = """name = "bench"
+trainer = "estimate"
+seeds = 1
+[run]
+n = 300
+[grid]
+task = ["1v1-normal-0.75"]
+estimator = ["infonce"]
+"""
+BENCH_GRID = 'estimator = ["infonce"]'
+
+for id, old, new, expect in (
+    ("task-unknown", '["1v1-normal-0.75"]', '["1v1-normal"]', "unknown task '1v1-normal'"),
+    ("estimator-unknown", BENCH_GRID, 'estimator = ["infonse"]', "did you mean 'infonce'"),
+    ("views-estimator-on-pairs", BENCH_GRID, 'estimator = ["arithmetic"]',
+     "estimator 'arithmetic' cannot estimate the MI of pair task '1v1-normal-0.75'"),
+    ("option-unknown", "n = 300", "n = 300\noptions = {stepz = 10}", "unknown key 'stepz'"),
+    ("classical-params", BENCH_GRID, 'estimator = [{name = "ksg", k = 5}]',
+     "classical estimator 'ksg' takes no params"),
+    ("n-1", "n = 300", "n = 1", "n (samples per seed) must be an integer >= 2"),
+):  # fmt: skip
+    assert old in BENCH, old
+    note = f"benchmark grid with `{new.splitlines()[-1]}`"
+    setup = files({"bench.toml": BENCH.replace(old, new)})
+    add(CONFIGS, f"bench-{id}", "sweep bench.toml", expect, setup=setup, note=note)
+
 # ------------------------------------------------------------------------ the command line
 
 COMMAND = "the command line"
