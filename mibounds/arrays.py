@@ -28,6 +28,7 @@ An unknown key or column is refused listing the ones the file has.
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SUFFIXES", "Samples", "as_samples", "load_arrays", "scale", "train_statistics"]
+__all__ = [
+    "MARGINALS",
+    "SUFFIXES",
+    "Samples",
+    "as_samples",
+    "load_arrays",
+    "scale",
+    "train_statistics",
+]
 
 SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
 
@@ -76,39 +85,69 @@ class Samples:
         return (self.x, self.y) if self.views is None else (self.views, None)
 
 
+MARGINALS = ("gaussian", "standard")
+
+
 def train_statistics(
-    samples: Samples, rows: Tensor, dtype: torch.dtype = torch.float32
+    samples: Samples,
+    rows: Tensor,
+    dtype: torch.dtype = torch.float32,
+    marginals: str = "standard",
 ) -> dict[str, Tensor]:
-    """Mean and standard deviation of every coordinate over the train ``rows`` only (views:
-    pooled over the views), a coordinate constant on them scaled by 1: ``mean_x, std_x: (d_x,)``
-    and ``mean_y, std_y: (d_y,)`` (views: ``mean_x, std_x: (d,)``), in ``dtype``.
+    """What :func:`scale` needs to transform every coordinate, from the train ``rows`` only
+    (views: pooled over the views), in ``dtype``.
+
+    ``marginals = "standard"``: mean and standard deviation, ``mean_x, std_x: (d_x,)`` and
+    ``mean_y, std_y: (d_y,)`` (views: the x pair alone; a coordinate constant on the rows
+    scaled by 1). ``"gaussian"``: the sorted train values ``sorted_x: (d_x, n_rows)``,
+    ``sorted_y``, for the rank-Gaussian map of :func:`scale`.
 
     Example:
         >>> s = as_samples(torch.tensor([0.0, 2.0, 10.0]), torch.tensor([1.0, 3.0, 5.0]))
         >>> {k: v.tolist() for k, v in train_statistics(s, torch.tensor([0, 1])).items()}
         {'mean_x': [1.0], 'std_x': [1.4142135381698608], 'mean_y': [2.0], 'std_y': [1.4142135381698608]}
     """  # noqa: E501
+    if marginals not in MARGINALS:
+        raise ValueError(f"marginals must be one of {MARGINALS}, got {marginals!r}")
 
-    def of(t: Tensor) -> tuple[Tensor, Tensor]:
+    def of(t: Tensor, side: str) -> dict[str, Tensor]:
         part = t[rows].flatten(0, t.dim() - 2)
+        if marginals == "gaussian":
+            return {f"sorted_{side}": part.mT.sort(dim=1).values.to(dtype).contiguous()}
         std = part.std(0)
-        return part.mean(0).to(dtype), torch.where(std > 0, std, 1.0).to(dtype)
+        return {
+            f"mean_{side}": part.mean(0).to(dtype),
+            f"std_{side}": torch.where(std > 0, std, 1.0).to(dtype),
+        }
 
     first, second = samples.tensors
-    mean_x, std_x = of(first)
-    if second is None:
-        return {"mean_x": mean_x, "std_x": std_x}
-    mean_y, std_y = of(second)
-    return {"mean_x": mean_x, "std_x": std_x, "mean_y": mean_y, "std_y": std_y}
+    return {**of(first, "x"), **({} if second is None else of(second, "y"))}
+
+
+def _transform(t: Tensor, stats: dict[str, Tensor], side: str) -> Tensor:
+    if f"sorted_{side}" not in stats:
+        mean = stats[f"mean_{side}"]
+        return (t.to(mean.device, mean.dtype) - mean) / stats[f"std_{side}"]
+    ranks = stats[f"sorted_{side}"]  # (d, m)
+    flat = t.to(ranks.device, ranks.dtype).reshape(-1, t.shape[-1]).mT.contiguous()  # (d, N)
+    mid = torch.searchsorted(ranks, flat) + torch.searchsorted(ranks, flat, right=True)
+    u = (mid.to(ranks.dtype) / 2 + 0.5) / (ranks.shape[1] + 1)
+    return torch.special.ndtri(u).mT.reshape(t.shape)
 
 
 def scale(
     x: Tensor, y: Tensor | None, stats: dict[str, Tensor], width: int
 ) -> tuple[Tensor, Tensor | None]:
-    """``(x - mean_x) / std_x`` and ``(y - mean_y) / std_y`` (:func:`train_statistics`), in the
-    statistics' dtype and device, each zero-padded on its last axis to ``width``: ``(..., d_x)
-    -> (..., width)``; views ``(..., M, d)`` with ``y`` None. Zero columns carry nothing, so a
-    critic of one dimension scores pairs with ``d_x != d_y``.
+    """Each coordinate transformed with :func:`train_statistics`, in the statistics' dtype and
+    device, then zero-padded on its last axis to ``width``: ``(..., d_x) -> (..., width)``;
+    views ``(..., M, d)`` with ``y`` None. Zero columns carry nothing, so a critic of one
+    dimension scores pairs with ``d_x != d_y``.
+
+    Standard: ``(x - mean_x) / std_x``. Gaussian: ``Phi^-1((r + 1/2) / (m + 1))``, r the
+    value's rank among the m sorted train values (ties: the middle rank), so the train rows'
+    margins become standard normal. Both maps are strictly increasing on the train values, so
+    they leave MI unchanged: ``I(f(x); g(y)) = I(x; y)`` for invertible f, g acting per
+    coordinate (docs/estimation.md).
 
     Example:
         >>> stats = {"mean_x": torch.zeros(1), "std_x": torch.ones(1) * 2,
@@ -117,12 +156,11 @@ def scale(
         >>> sx.tolist(), sy.tolist()
         ([[2.0, 0.0]], [[0.0, 2.0]])
     """
-    mean, std = stats["mean_x"], stats["std_x"]
     pad = torch.nn.functional.pad
-    x = (x.to(mean.device, mean.dtype) - mean) / std
+    x = _transform(x, stats, "x")
     if y is None:
         return x, None
-    y = (y.to(mean.device, mean.dtype) - stats["mean_y"]) / stats["std_y"]
+    y = _transform(y, stats, "y")
     return pad(x, (0, width - x.shape[-1])), pad(y, (0, width - y.shape[-1]))
 
 
@@ -380,6 +418,8 @@ def load_arrays(
         if overlap:
             raise ValueError(f"x and y share columns {overlap} of {str(path)!r}")
         return out
+    if suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is not a readable .npz file (not a zip archive)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:

@@ -284,7 +284,7 @@ def _train_seed(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         inner = cfg["critic_class"](cfg["width"], **cfg["critic_params"])
-    stats = train_statistics(samples, train_rows, dtype)
+    stats = train_statistics(samples, train_rows, dtype, cfg["marginals"])
     fitted = FittedCritic(inner, stats, cfg["width"]).to(device)
     prepared = fitted.prepare(*(None if t is None else t.to(device) for t in samples.tensors))
     val, test = _batches(prepared, val_rows, k), _batches(prepared, test_rows, k)
@@ -393,6 +393,7 @@ def estimate(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     ema: float = 0.99,
+    marginals: str = "standard",
 ) -> Estimate:
     """Estimate ``I(x; y)`` (pairs) or ``I(x_a; X_{\\a})`` (views) in nats, held out.
 
@@ -463,7 +464,8 @@ def estimate(
     settings = {
         "batch_size": k, "max_steps": steps, "eval_every": eval_every, "patience": patience,
         "lr": lr, "weight_decay": weight_decay, "critic": critic,
-        "hidden": cparams.get("hidden_dim", 0), "ema": ema, "n_train": sizes[0],
+        "hidden": cparams.get("hidden_dim", 0), "ema": ema, "marginals": marginals,
+        "n_train": sizes[0],
         "n_validation": sizes[1], "n_test": sizes[2], "device": str(where),
     }  # fmt: skip
     cfg = {

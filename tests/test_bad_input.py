@@ -545,7 +545,7 @@ for id, command, expect, setup in (
      "x has non-numeric columns ['name']", files({"data.csv": _CSV})),
     ("estimate-nan-rows", "estimate data.csv --x a --y b",
      "--x 'a' has 1 of 3 rows with NaN or inf", files({"data.csv": "a,b\n1,2\n,3\n2,1\n"})),
-    ("estimate-too-few-rows", "estimate data.csv --x a --y b", "too few for a held-out estimate",
+    ("estimate-csv-few-rows", "estimate data.csv --x a --y b", "too few for a held-out estimate",
      files({"data.csv": _CSV})),
     ("estimate-npy-no-columns", "estimate data.npy",
      "give x and y as its column indices", lambda tmp: np.save(tmp / "data.npy", np.eye(3))),
