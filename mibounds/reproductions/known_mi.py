@@ -300,7 +300,7 @@ def report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
     split = (
         f"{first.get('n_train')} / {first.get('n_validation')} / {first.get('n_test')} train / "
         f"validation / test rows, batch size {first.get('batch_size')}, at most "
-        f"{first.get('steps')} steps with a checkpoint every {first.get('eval_every')} and "
+        f"{first.get('max_steps')} steps with a checkpoint every {first.get('eval_every')} and "
         f"patience {first.get('patience')}"
         if first
         else "no neural estimator ran"
