@@ -23,6 +23,7 @@ __all__ = [
     "AXIS_LABELS",
     "critic_column",
     "curves_panel",
+    "estimate_figure",
     "facet_figure",
     "metric_panel",
     "overshoot_figure",
@@ -50,6 +51,7 @@ AXIS_LABELS = {
     "relative_mi_factor": "I(x_a; c) / estimate",
     "loss": "training loss = -estimate (nats)",
     "estimate": "estimate (nats)",
+    "data_label": "data (the source's parameters)",
 }
 _HUE = "objective_label"
 
@@ -320,12 +322,48 @@ def staircase_figure(frame: pd.DataFrame, *, span: float = 200.0, title: str = "
 _AXES = ("m", "k", "rho", "mi", "d", "steps", "lr")
 
 
+def _own_data_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """Runs on sources with data of their own (known-MI tasks, a user's data): bars of the
+    estimate, the gap and the relative MI per data set (its source parameters), the true MI as
+    a black tick where the source knows it, and the training curves."""
+    labels = [
+        ", ".join(str(v) for _, v in sorted(p.items())) or s
+        for s, p in zip(frame["source"], frame["source_params"], strict=True)
+    ]
+    frame = frame.assign(data_label=labels)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    known = frame[frame["true_mi"].notna()]
+    for ax, y in zip(axes[:3], ("estimate_mean", "gap", "relative_mi"), strict=True):
+        if y != "estimate_mean" and known.empty:
+            ax.text(0.5, 0.5, "no true MI: the data's source knows none", ha="center")
+            ax.set_axis_off()
+            continue
+        sns.barplot(data=frame, x="data_label", y=y, hue=_HUE, errorbar="sd", ax=ax)
+        ax.set_ylabel(_label(y))
+        ax.set_xlabel(_label("data_label"))
+        ax.tick_params(axis="x", rotation=30)
+    if not known.empty:
+        truth = known.groupby("data_label", sort=False)["true_mi"].first()
+        ax = axes[0]
+        ticks = {
+            t.get_text(): x for t, x in zip(ax.get_xticklabels(), ax.get_xticks(), strict=True)
+        }
+        ax.scatter([ticks[d] for d in truth.index], truth, marker="_", s=600, color="k", lw=2,
+                   zorder=3, label="true MI")  # fmt: skip
+    curves_panel(axes[3], frame)
+    return _finish(fig, axes, title)
+
+
 def results_figure(frame: pd.DataFrame, *, title: str = "") -> Figure:
-    """A figure for any sweep: the staircase if the runs have one, else the estimate (with the
-    true MIs and log K), the gap and the relative MI against the first grid axis that varies
-    (M, K, rho, MI, ...; a second one becomes the line style), plus the training curves."""
+    """A figure for any sweep: the staircase if the runs have one; runs on sources with data of
+    their own (no ``rho``: known-MI tasks, a user's data) as bars per data set; else the
+    estimate (with the true MIs and log K), the gap and the relative MI against the first grid
+    axis that varies (M, K, rho, MI, ...; a second one becomes the line style), plus the
+    training curves."""
     if frame["mi_levels"].map(len).gt(0).all():
         return staircase_figure(frame, title=title)
+    if "rho_final" in frame and frame["rho_final"].isna().all():
+        return _own_data_figure(frame, title)
     varying = [a for a in _AXES if a in frame and frame[a].nunique(dropna=False) > 1]
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
     if varying:
@@ -343,6 +381,45 @@ def results_figure(frame: pd.DataFrame, *, title: str = "") -> Figure:
         axes[0].axhline(float(frame["true_mi"].iloc[0]), color="k", lw=1, label="true MI")
     curves_panel(axes[3], frame)
     return _finish(fig, axes, title)
+
+
+def estimate_figure(
+    curves: pd.DataFrame,
+    *,
+    value: float | None = None,
+    true_mi: float | None = None,
+    title: str = "",
+) -> Figure:
+    """The curves of ``mibounds.estimate`` (``Estimate.curves``: ``step``, ``seed``, ``train``,
+    ``held_out``, ``test``): each column's mean over seeds against the step with a +-1 sd band,
+    the reported ``value`` and the ``true_mi`` (nats) as lines where given.
+
+    Example:
+        >>> frame = pd.DataFrame({"step": [1, 2] * 2, "seed": [0, 0, 1, 1], "train": [0.1] * 4,
+        ...                       "held_out": [0.2] * 4, "test": [0.3] * 4})
+        >>> len(estimate_figure(frame, value=0.3).axes)
+        1
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = {
+        "train": "train rows",
+        "held_out": "validation rows (selection)",
+        "test": "test rows (the estimate)",
+    }
+    long = curves.rename(columns=names).melt(
+        id_vars=["step", "seed"], value_vars=list(names.values()), var_name="rows"
+    )
+    sns.lineplot(data=long, x="step", y="value", hue="rows", errorbar="sd", ax=ax)
+    if value is not None:
+        ax.axhline(value, color="k", ls="--", lw=1, label=f"estimate {value:.3f}")
+    if true_mi is not None:
+        ax.axhline(true_mi, color="k", lw=1, label=f"true MI {true_mi:.3f}")
+    ax.set_xlabel(_label("step"))
+    ax.set_ylabel("estimate (nats)")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def save(fig: Figure, path: str | Path, *, dpi: int = 130) -> Path:

@@ -5,7 +5,8 @@ package).
 A results file holds one record per line (``mibounds.harness.results``). Every record has the
 fields of ``RunRecord`` (identity, objective, timing and provenance, ``mibounds.provenance``);
 a Gaussian harness run adds those of ``GaussianRecord`` (its config, the true MIs and the
-estimate), an image run those of ``VisionRecord`` (its config, loss and probe accuracies).
+estimate), an image run those of ``VisionRecord`` (its config, loss and probe accuracies), a
+benchmark run on a known-MI task those of ``EstimateRecord``.
 ``check_record`` says what is missing or unknown; the trainers call it on what they return.
 
 Schema versions: 1, the records written before the version field existed (read as they are);
@@ -24,6 +25,7 @@ from typing_extensions import NotRequired, TypedDict
 
 __all__ = [
     "SCHEMA_VERSION",
+    "EstimateRecord",
     "GaussianRecord",
     "RunRecord",
     "VisionRecord",
@@ -69,7 +71,8 @@ class RunRecord(TypedDict):
 
 
 class GaussianRecord(RunRecord):
-    """A run of the Gaussian harness: its ``RunConfig`` fields, then the estimate (nats)."""
+    """A run of the Gaussian harness: its ``RunConfig`` fields, then the estimate (nats). The
+    name is the harness's: its source may also be a known-MI task or a user's data."""
 
     critic: str
     k: int
@@ -95,17 +98,20 @@ class GaussianRecord(RunRecord):
     """The MI the objective estimates: ``"pairwise"`` or ``"one_vs_rest"``."""
     estimate_on: str
     """``"held-out"`` or ``"training set"`` (per-item objectives)."""
-    rho_final: float
+    rho_final: float | None
+    """None for a source with data of its own (``mibounds.harness.data.SourceSpec``)."""
     log_k: float
-    mi_pairwise: float
+    mi_pairwise: float | None
     mi_one_vs_rest: float | None
     mi_factor: float | None
     """I(x_a; c) = -(d/2) log(1 - rho) for views (NaN, written null, for pairs)."""
-    true_mi: float
+    true_mi: float | None
+    """The MI the objective estimates; None (and so ``gap`` and ``relative_mi``) when the
+    source's MI is unknown (a user's data)."""
     batched_seeds: int
     estimate_mean: float
     estimate_sd: float
-    gap: float
+    gap: float | None
     relative_mi: float | None
     gap_one_vs_rest: float | None
     relative_mi_one_vs_rest: float | None
@@ -134,7 +140,43 @@ class VisionRecord(RunRecord):
     probe_seconds: float | None
 
 
-_SCHEMAS: dict[str, type] = {"gaussian": GaussianRecord, "vision": VisionRecord}
+class EstimateRecord(RunRecord):
+    """A benchmark run (``mibounds.harness.benchmark``): one estimator on one sample of a
+    known-MI task, its ``EstimateConfig`` fields, then the estimate (nats)."""
+
+    task: str
+    estimator: str
+    n: int
+    params: dict[str, Any]
+    options: dict[str, Any]
+    """Keyword arguments given to ``mibounds.estimate`` (empty: its defaults)."""
+    tag: str
+    family: str
+    views: int | None
+    dim_x: int
+    dim_y: int
+    target: str
+    """``"pairwise"`` I(x; y) or ``"one_vs_rest"`` I(x_a; X_{\\a}) (view tasks)."""
+    true_mi: float
+    value: float
+    """The estimate: held out for ``estimate``, on the whole sample for a classical one."""
+    stderr: float | None
+    bias: float
+    """``value - true_mi`` (NaN, written null, when the value is not finite)."""
+    failure: str | None
+    """Why the estimate failed (training diverged, a non-finite value), or None."""
+    selection: str
+    checkpoint_step: int | None
+    batch_size: int | None
+    settings: dict[str, Any]
+    """``Estimate.settings``: the resolved batch size, hidden width, split sizes, ..."""
+
+
+_SCHEMAS: dict[str, type] = {
+    "gaussian": GaussianRecord,
+    "vision": VisionRecord,
+    "estimate": EstimateRecord,
+}
 _READOUT = re.compile(r"infonce_k\d+_(mean|sd)")
 """Gaussian records may add held-out InfoNCE readouts at other batch sizes."""
 

@@ -153,6 +153,61 @@ LIBRARY = [
     ("ksg-k", "classical.ksg_mi(np.eye(10), np.eye(10), 10)", "n > k samples"),
     ("task-n1", "tasks.TASKS['1v1-additive-0.1'].sample(1)", "n must be an integer >= 2"),
     ("take-too-many", "datasets.load_dataset('digits')[0].take(5000)", "subset of 5000"),
+    (
+        "samples-n-mismatch",
+        "arrays.as_samples(np.arange(10.0).reshape(5, 2), np.arange(4.0))",
+        "same number of rows n, got 5 and 4",
+    ),
+    (
+        "samples-nan-rows",
+        "arrays.as_samples(np.array([[1.0, nan], [2, 3], [nan, 1]]), np.arange(3.0))",
+        "x has 2 of 3 rows with NaN or inf",
+    ),
+    (
+        "samples-constant-column",
+        "arrays.as_samples(np.arange(6.0).reshape(3, 2) * [1, 0], np.arange(3.0))",
+        "x has constant columns [1]",
+    ),
+    (
+        "samples-non-numeric",
+        "arrays.as_samples(np.array(['a', 'b']), np.arange(2.0))",
+        "x must hold real numbers",
+    ),
+    (
+        "samples-3d",
+        "arrays.as_samples(np.random.rand(4, 2, 2), np.arange(4.0))",
+        "x must have shape (n, d) or (n,)",
+    ),
+    (
+        "samples-one-view",
+        "arrays.as_samples(views=np.random.rand(4, 1, 2))",
+        "views needs M >= 2 views",
+    ),
+    (
+        "estimate-too-few-rows",
+        "estimation.estimate(np.arange(20.0), np.arange(20.0) ** 2)",
+        "too few for a held-out estimate",
+    ),
+    (
+        "estimate-batch-too-big",
+        "estimation.estimate(np.arange(600.0), np.arange(600.0) ** 2, batch_size=512)",
+        "each part needs at least batch_size = 512 rows",
+    ),
+    (
+        "estimate-unknown",
+        "estimation.estimate(np.arange(600.0), np.arange(600.0) ** 2, estimator='infonc')",
+        "unknown estimator 'infonc'",
+    ),
+    (
+        "estimate-views-on-pairs",
+        "estimation.estimate(np.arange(600.0), np.arange(600.0) ** 2, estimator='arithmetic')",
+        "cannot estimate from pairs x, y",
+    ),
+    (
+        "estimate-selection",
+        "estimation.estimate(np.arange(600.0), np.arange(600.0) ** 2, selection='max')",
+        "selection must be one of",
+    ),
 ]
 
 
@@ -160,7 +215,10 @@ def _namespace() -> dict:
     """What the library cases' text may name: torch, numpy, NaN and the package's modules."""
     import importlib
 
-    modules = "barlow bounds catalogue classical critics gaussian polyview sogclr tasks tiled"
+    modules = (
+        "arrays barlow bounds catalogue classical critics estimation gaussian polyview sogclr "
+        "tasks tiled"
+    )
     names = {n: importlib.import_module(f"mibounds.{n}") for n in modules.split()}
     datasets = importlib.import_module("mibounds.vision.datasets")
     return {"torch": torch, "np": np, "nan": float("nan"), "datasets": datasets, **names}
@@ -303,6 +361,7 @@ objective = ["infonce"]
 """
 GRID = 'objective = ["infonce"]'
 CRITIC = "n_hidden = 1}"
+TASK = '{name = "task", task = "%s"}'
 
 
 def sweep_config(old: str = "", new: str = "") -> Callable[[Path], None]:
@@ -335,9 +394,44 @@ for id, old, new, expect in (
     ("objective-unknown", GRID, 'objective = ["infonse"]', "did you mean 'infonce'"),
     ("source-unknown", "d = 1", 'd = 1\nsource = "imagenet"', "unknown data source 'imagenet'"),
     ("not-toml", "seeds = 1", "seeds = ", "is not valid TOML"),
+    ("no-rho", "rho = 0.5", "", "give exactly one of rho (correlation), mi"),
+    ("task-unknown", "rho = 0.5", f"source = {TASK % 'student-5'}", "unknown task 'student-5'"),
+    ("task-and-rho", "d = 1", f"d = 1\nsource = {TASK % '1v1-normal-0.75'}", "takes no ['rho']"),
+    ("task-d", "rho = 0.5", f"source = {TASK % 'multinormal-dense-2-2-0.5'}",
+     "d = 1, but source 'task' gives samples of dimension 2"),
+    ("task-finite-n", "rho = 0.5",
+     'source = {name = "task_finite", task = "1v1-normal-0.75", n = 10}', "multiple of K = 4"),
 ):  # fmt: skip
-    note = f"sweep config with `{new.splitlines()[-1]}`"
+    note = f"sweep config with `{new.splitlines()[-1]}`" if new else f"sweep config without `{old}`"
     add(CONFIGS, f"sweep-{id}", "sweep sweep.toml", expect, setup=sweep_config(old, new), note=note)
+
+# ----------------------------------------------------- configs: benchmark grids ("estimate")
+
+BENCH = """name = "bench"
+trainer = "estimate"
+seeds = 1
+[run]
+n = 300
+[grid]
+task = ["1v1-normal-0.75"]
+estimator = ["infonce"]
+"""
+BENCH_GRID = 'estimator = ["infonce"]'
+
+for id, old, new, expect in (
+    ("task-unknown", '["1v1-normal-0.75"]', '["1v1-normal"]', "unknown task '1v1-normal'"),
+    ("estimator-unknown", BENCH_GRID, 'estimator = ["infonse"]', "did you mean 'infonce'"),
+    ("views-estimator-on-pairs", BENCH_GRID, 'estimator = ["arithmetic"]',
+     "estimator 'arithmetic' cannot estimate the MI of pair task '1v1-normal-0.75'"),
+    ("option-unknown", "n = 300", "n = 300\noptions = {stepz = 10}", "unknown key 'stepz'"),
+    ("classical-params", BENCH_GRID, 'estimator = [{name = "ksg", k = 5}]',
+     "classical estimator 'ksg' takes no params"),
+    ("n-1", "n = 300", "n = 1", "n (samples per seed) must be an integer >= 2"),
+):  # fmt: skip
+    assert old in BENCH, old
+    note = f"benchmark grid with `{new.splitlines()[-1]}`"
+    setup = files({"bench.toml": BENCH.replace(old, new)})
+    add(CONFIGS, f"bench-{id}", "sweep bench.toml", expect, setup=setup, note=note)
 
 # ------------------------------------------------------------------------ the command line
 
@@ -400,6 +494,13 @@ DIRECTORY = files({"grids": None})
 RESULTS_DIRECTORY = files({"results": None})
 
 
+_CSV = "a,b,name\n1,2,u\n2,1,v\n3,5,w\n"
+
+
+def _npz(path: Path) -> None:
+    np.savez(path, x=np.arange(4.0), y=np.arange(4.0) ** 2)
+
+
 def _other_grid_results(tmp: Path) -> None:
     VALID_SWEEP(tmp)
     record = '{"run_key": "x", "sweep": "old", "grid_hash": "other"}\n'
@@ -431,6 +532,23 @@ for id, command, expect, setup in (
      RESULTS_DIRECTORY),
     ("probe-not-a-run", "vision probe results", "no checkpoint at 'results/checkpoint.pt'",
      RESULTS_DIRECTORY),
+    ("estimate-missing", "estimate missing.npz", "'missing.npz' is no such file", None),
+    ("estimate-suffix", "estimate data.txt", "unknown file type '.txt'",
+     files({"data.txt": "1 2\n"})),
+    ("estimate-not-npz", "estimate data.npz", "'data.npz' is not a readable .npz file",
+     files({"data.npz": b"not a zip"})),
+    ("estimate-unknown-key", "estimate data.npz --x inputs",
+     "has no array 'inputs' for x; it has ['x', 'y']", lambda tmp: _npz(tmp / "data.npz")),
+    ("estimate-unknown-column", "estimate data.csv --x a --y target",
+     "has no column 'target' nor columns target0", files({"data.csv": _CSV})),
+    ("estimate-non-numeric", "estimate data.csv --x a,name --y b",
+     "x has non-numeric columns ['name']", files({"data.csv": _CSV})),
+    ("estimate-nan-rows", "estimate data.csv --x a --y b",
+     "--x 'a' has 1 of 3 rows with NaN or inf", files({"data.csv": "a,b\n1,2\n,3\n2,1\n"})),
+    ("estimate-csv-few-rows", "estimate data.csv --x a --y b", "too few for a held-out estimate",
+     files({"data.csv": _CSV})),
+    ("estimate-npy-no-columns", "estimate data.npy",
+     "give x and y as its column indices", lambda tmp: np.save(tmp / "data.npy", np.eye(3))),
 ):  # fmt: skip
     add(DATA, id, command, expect, setup=setup)
 CIFAR_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]

@@ -21,7 +21,7 @@ from mibounds.harness import (
     train,
     true_mi,
 )
-from mibounds.harness.config import _digest
+from mibounds.harness.config import digest
 from mibounds.harness.data import GaussianDataset
 from mibounds.harness.sweep import pending
 from mibounds.harness.trainer import StackedCritic, init_critic
@@ -159,7 +159,7 @@ def test_a_grid_may_set_its_own_seeds_and_other_grids_keep_their_hash():
     # without per-grid seeds the hash is that of settings and seeds alone, as results files
     # written before this option was added recorded it
     plain = sweep_from_dict(sweep_dict())
-    old_hash = _digest({"settings": [s.key() for s in plain.settings], "seeds": [0, 1]})
+    old_hash = digest({"settings": [s.key() for s in plain.settings], "seeds": [0, 1]})
     assert plain.setting_seeds == {} and plain.grid_hash == old_hash
     assert sweep.grid_hash != sweep_from_dict(sweep_dict(grid=grids[:1])).grid_hash
 

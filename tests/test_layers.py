@@ -26,6 +26,7 @@ LEAVES = {
     "mibounds.harness.interface",
 }
 CORE_MODULES = {
+    "arrays",
     "bounds",
     "polyview",
     "tiled",

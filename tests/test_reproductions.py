@@ -117,3 +117,74 @@ def test_every_reproduction_ships_its_grid_and_unknown_names_are_refused():
     assert load_grid("eqco-toy", "eqco-toy-paper").settings[0].steps == 5000
     with pytest.raises(ValueError, match="no packaged grid 'nope'"):
         grid_path("nope")
+
+
+# --------------------------------------------------------------------- the known-MI benchmark
+
+KNOWN_MI = """name = "known-mi-tiny"
+trainer = "estimate"
+seeds = 2
+[run]
+n = 300
+options = {steps = 20, eval_every = 10, patience = 2, batch_size = 32}
+[[grid]]
+task = ["1v1-normal-0.75", "student-identity-1-1-1"]
+estimator = ["infonce", "cca"]
+[[grid]]
+task = ["views-normal-1-4-0.9"]
+estimator = ["arithmetic", "ksg"]
+"""
+
+
+def test_known_mi_grid_covers_every_task_and_every_applicable_estimator():
+    from mibounds.harness.benchmark import CLASSICAL, applicable_estimators
+    from mibounds.tasks import TASKS
+
+    sweep = load_grid("known-mi")
+    pairs = {(s.task, s.estimator) for s in sweep.settings}
+    for name, task in TASKS.items():
+        wanted = {*applicable_estimators(task.views is not None), *CLASSICAL}
+        assert {e for t, e in pairs if t == name} == wanted, name
+    assert {s.n for s in sweep.settings} == {5000} and len(sweep.seeds) >= 3
+    assert load_grid("known-mi", quick=True).n_runs < sweep.n_runs / 10
+
+
+def test_known_mi_writes_table_and_figure_and_resumes_without_redoing_runs(
+    tmp_path, monkeypatch, single_thread
+):
+    from mibounds.cli import main
+    from mibounds.harness.benchmark import train_group
+    from mibounds.harness.interface import KINDS, Kind
+    from mibounds.harness.results import read_records
+
+    config, out = tmp_path / "tiny.toml", tmp_path / "out"
+    config.write_text(KNOWN_MI)
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def dies_after_two(setting, seeds, **kwargs):
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        calls.append((setting.label(), tuple(seeds)))
+        return train_group(setting, seeds, **kwargs)
+
+    args = ["reproduce", "known-mi", "--config", str(config), "--out", str(out), "--no-progress"]
+    monkeypatch.setitem(
+        KINDS, "estimate", Kind("estimate", KINDS["estimate"].config, dies_after_two)
+    )
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*args, "--debug"])
+    first = read_records(out / "results.jsonl")
+    assert len(first) == 4  # two (task, estimator) groups of two seeds, one line per seed
+    monkeypatch.setitem(KINDS, "estimate", Kind("estimate", KINDS["estimate"].config, train_group))
+    assert main(args) == 0
+    records = read_records(out / "results.jsonl")
+    assert records[:4] == first and len(records) == 12  # the finished lines were not redone
+    assert len({r["run_key"] for r in records}) == 12
+    table = (out / "known_mi.md").read_text()
+    assert (out / "known_mi.png").stat().st_size > 0
+    assert "Regenerate: `mibounds reproduce known-mi --config" in table
+    assert "| views-normal-1-4-0.9 | 1.012 | — | " in table
+    for r in records:  # each seed's sample is its own; the bias is against the task's MI
+        assert r["bias"] == pytest.approx(r["value"] - r["true_mi"])
+    cca = {r["seed"]: r["value"] for r in records if r["estimator"] == "cca"}
+    assert len(set(cca.values())) == len(cca)

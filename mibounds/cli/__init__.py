@@ -1,5 +1,6 @@
 """The ``mibounds`` command line: one module per area registers its subcommands.
 
+- ``estimate``: ``estimate FILE``, the MI of a user's samples;
 - ``harness``: ``sweep``, ``reproduce``, ``plot``, ``analytic``;
 - ``vision``: ``vision train``, ``vision probe``;
 - ``options``: what every subcommand shares (``--device``, ``--threads``, ``--jobs``, ``--out``,
@@ -16,7 +17,7 @@ import argparse
 import sys
 import typing
 
-from mibounds.cli import harness, vision
+from mibounds.cli import estimate, harness, vision
 
 __all__ = ["build_parser", "main"]
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate and maximise variational lower bounds on mutual information.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    estimate.register(sub)
     harness.register(sub)
     vision.register(sub)
     return parser

@@ -49,6 +49,11 @@ eval_infonce_k (batch sizes at which every trained critic's InfoNCE is also read
 tag (a label a report selects settings by). A [[grid]] table may set its own seeds.
 A finite dataset: source = {name = "gaussian_finite", n = 4096} (n pairs drawn once, shuffled
 epochs, n a multiple of K); per-item objectives (sogclr) need one.
+A known-MI task (mibounds.tasks, docs/tasks.md) instead of rho / mi / mi_levels:
+source = {name = "task", task = "student-identity-5-5-2"} (or "task_finite" with n); d and m
+default to the task's, and the records carry its true MI.
+Your own samples: source = {name = "file", path = "data.npz", x = "x", y = "y"} (.npz, .npy,
+.csv, .parquet; held_out = 0.3 of the rows per seed, standardised on the rest); no true MI.
 NAMES
 The papers' grids ship with the package (mibounds/reproductions/grids/).
 """

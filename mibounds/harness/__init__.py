@@ -4,6 +4,12 @@
 - ``config``: ``RunConfig`` (one setting), ``Sweep`` (a grid x seeds), TOML loading, shards.
 - ``data``: pluggable data sources (``GaussianStream``, the finite ``GaussianDataset``,
   ``register_source``).
+- ``sources``: the known-MI tasks of ``mibounds.tasks`` as data sources (``task``,
+  ``task_finite``), registered on import.
+- ``files``: a user's samples in a file as a finite data source (``file``), registered on
+  import; its records carry no true MI.
+- ``benchmark``: the ``"estimate"`` kind of sweeps, ``mibounds.estimate`` and the classical
+  estimators on the known-MI tasks (``mibounds reproduce known-mi``).
 - ``objectives``: the training objectives, built from the catalogue (``mibounds.catalogue``):
   a new estimator registered there trains here.
 - ``trainer``: ``train(config, seeds)``, the R seeds of a setting as one batched model.
@@ -14,6 +20,8 @@
 The papers' reproductions are ``mibounds.reproductions``; the commands, ``mibounds.cli``.
 """
 
+# importing these registers the task data sources and the "estimate" kind of sweeps
+from mibounds.harness import benchmark, files, sources  # noqa: F401
 from mibounds.harness.config import RunConfig, Sweep, load_sweep, parse_shard, sweep_from_dict
 from mibounds.harness.data import (
     SOURCES,

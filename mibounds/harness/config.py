@@ -86,7 +86,9 @@ def params_label(name: str, params: Params) -> str:
     return f"{name}({', '.join(shown)})"
 
 
-def _check_keys(given: Iterable[str], allowed: Sequence[str], where: str) -> None:
+def check_keys(given: Iterable[str], allowed: Sequence[str], where: str) -> None:
+    """Raise ``ValueError`` naming the first key of ``given`` not in ``allowed`` (with a
+    suggestion), for the config tables of every kind of sweep."""
     for key in given:
         if key not in allowed:
             raise ValueError(
@@ -105,18 +107,21 @@ def _check_float(value: Any, name: str) -> float:
 class RunConfig:
     """One training setting; all fields are validated on construction.
 
-    Data: exactly one of ``rho`` (correlation in [0, 1)), ``mi`` (the pairwise MI in nats, which
-    fixes rho through ``rho_from_mi``) or ``mi_levels`` (Poole's staircase: the pairwise MI steps
-    through the levels, ``steps / len(mi_levels)`` steps each). ``m = None`` draws pairs (x, y)
-    of dimension ``d`` for the pairwise objectives; ``m >= 2`` draws M equicorrelated views for
-    the poly-view objectives.
+    Data: for the Gaussian sources, exactly one of ``rho`` (correlation in [0, 1)), ``mi`` (the
+    pairwise MI in nats, which fixes rho through ``rho_from_mi``) or ``mi_levels`` (Poole's
+    staircase: the pairwise MI steps through the levels, ``steps / len(mi_levels)`` steps each).
+    ``m = None`` draws pairs (x, y) of dimension ``d`` for the pairwise objectives; ``m >= 2``
+    draws M equicorrelated views for the poly-view objectives. A source with data of its own
+    (``SourceSpec.own_data``, e.g. ``source = {name = "task", task = ...}``) takes none of the
+    three: its true MI is its own (or unknown), and it fills ``d`` and ``m``.
 
     Attributes:
         objective: a name in the catalogue (``mibounds.catalogue.CATALOGUE``); its keyword
             parameters (e.g. EqCo's ``alpha``) in ``objective_params``.
         critic: a name in ``mibounds.critics.CRITICS``, built as
             ``CRITICS[critic](d, **critic_params)``.
-        k: samples per batch K. d: data dimension. m: views per sample, or None for pairs.
+        k: samples per batch K. d: data dimension (default the source's: 1 for the Gaussian
+            sources). m: views per sample, or None for pairs.
         steps: optimiser steps, a fresh batch each. lr: Adam's learning rate.
         eval_batches: fresh held-out batches the final estimate is averaged over.
         curve_every: the training curve keeps the mean estimate of every block of this many steps.
@@ -133,7 +138,7 @@ class RunConfig:
     objective: str
     critic: str = "separable"
     k: int = 64
-    d: int = 1
+    d: int | None = None
     m: int | None = None
     rho: float | None = None
     mi: float | None = None
@@ -156,7 +161,8 @@ class RunConfig:
         set_ = object.__setattr__  # frozen: normalise the fields once, here
         for name in ("k", "d", "steps", "eval_batches", "curve_every"):
             minimum = 2 if name in ("k", "eval_batches") else 1
-            check_at_least(getattr(self, name), minimum, name)
+            if getattr(self, name) is not None or name != "d":
+                check_at_least(getattr(self, name), minimum, name)
         if self.m is not None:
             check_at_least(self.m, 2, "m (views per sample)")
         set_(self, "lr", check_positive(self.lr, "lr"))
@@ -164,30 +170,33 @@ class RunConfig:
             raise ValueError(f"tag must be a string, got {self.tag!r}")
         if self.curve_every > self.steps:
             raise ValueError(f"curve_every must be <= steps = {self.steps}, got {self.curve_every}")
-        self._check_data(set_)
         for name in ("objective_params", "critic_params", "source_params"):
             set_(self, name, freeze_params(getattr(self, name), name.split("_")[0]))
-        spec = harness_entry(self.objective)
-        spec.check_params(dict(self.objective_params))
-        data = data_kind(spec)
-        if data == "pairs" and self.m is not None:
-            raise ValueError(
-                f"objective {self.objective!r} is pairwise: it takes pairs (x, y), not M views; "
-                f"got m = {self.m} (leave m unset)"
-            )
-        if data == "views":
-            if self.m is None:
-                raise ValueError(
-                    f"objective {self.objective!r} needs M >= 2 views per sample; set m"
-                )
-            spec.check_views(self.m)
-        check_critic(self.critic, dict(self.critic_params), self.d)
         if self.source not in SOURCES:
             raise ValueError(
                 f"unknown data source {self.source!r}{suggest(str(self.source), SOURCES)}; "
                 f"expected one of {sorted(SOURCES)}"
             )
         source = SOURCES[self.source]
+        self._check_data(set_, source)
+        spec = harness_entry(self.objective)
+        spec.check_params(dict(self.objective_params))
+        data = data_kind(spec)
+        # views or pairs: the config's m, or the samples' of a source with data of its own
+        given = f"source {self.source!r} gives" if source.own_data else "got"
+        if data == "pairs" and self.m is not None:
+            raise ValueError(
+                f"objective {self.objective!r} is pairwise: it takes pairs (x, y), not M views; "
+                f"{given} m = {self.m}" + ("" if source.own_data else " (leave m unset)")
+            )
+        if data == "views":
+            if self.m is None:
+                fix = f"source {self.source!r} gives pairs" if source.own_data else "set m"
+                raise ValueError(
+                    f"objective {self.objective!r} needs M >= 2 views per sample; {fix}"
+                )
+            spec.check_views(self.m)
+        check_critic(self.critic, dict(self.critic_params), self.d)
         source.check(self)
         if spec.per_item and not source.finite:
             finite = sorted(n for n, s in SOURCES.items() if s.finite)
@@ -212,12 +221,18 @@ class RunConfig:
             )
         set_(self, "eval_infonce_k", tuple(sorted(set(sizes))))
 
-    def _check_data(self, set_: Any) -> None:
+    def _check_data(self, set_: Any, source: Any) -> None:
         given = [n for n in ("rho", "mi", "mi_levels") if getattr(self, n) not in (None, ())]
+        if source.own_data:
+            self._check_own_data(set_, source, given)
+            return
+        if self.d is None:
+            set_(self, "d", 1)
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of rho (correlation), mi (pairwise MI in nats) or mi_levels "
-                f"(a staircase), got {given or 'none'}"
+                f"(a staircase) for the Gaussian source {self.source!r}, or a source with data "
+                f"of its own (e.g. source = {{name = 'task', task = ...}}), got {given or 'none'}"
             )
         if self.rho is not None:
             set_(self, "rho", check_correlation(self.rho, allow_negative=False))
@@ -232,6 +247,30 @@ class RunConfig:
                     "(equal steps per level)"
                 )
 
+    def _check_own_data(self, set_: Any, source: Any, given: list[str]) -> None:
+        """A source with data of its own: no Gaussian data fields; ``d`` and ``m`` its own."""
+        if given:
+            raise ValueError(
+                f"source {self.source!r} draws data of its own, so it takes no {given} (they set "
+                "the Gaussian sources' data); leave them unset"
+            )
+        source.check_params(dict(self.source_params))
+        d, m = source.dims(dict(self.source_params))
+        if self.d is None:
+            set_(self, "d", d)
+        elif self.d != d:
+            raise ValueError(
+                f"d = {self.d}, but source {self.source!r} gives samples of dimension {d}; "
+                f"leave d unset or set d = {d}"
+            )
+        if self.m is None:
+            set_(self, "m", m)
+        elif self.m != m:
+            views = "pairs" if m is None else f"M = {m} views"
+            raise ValueError(
+                f"m = {self.m}, but source {self.source!r} gives {views}; leave m unset"
+            )
+
     # ------------------------------------------------------------------ derived quantities
 
     @property
@@ -243,6 +282,8 @@ class RunConfig:
         """The correlation of each data level in training order (one level unless a staircase)."""
         from mibounds.gaussian import rho_from_mi
 
+        if not any((self.rho is not None, self.mi is not None, self.mi_levels)):
+            raise ValueError(f"source {self.source!r} draws data of its own: it has no rho")
         if self.rho is not None:
             return (self.rho,)
         levels = self.mi_levels or (self.mi,)
@@ -268,14 +309,16 @@ class RunConfig:
         return out
 
     def label(self) -> str:
-        """``objective k=.. [m=..] rho=..|mi=..|mi_levels=[..] [tag=..]``: the setting in one
-        line, for listings and messages."""
+        """``objective k=.. [m=..] rho=..|mi=..|mi_levels=[..]|source(params) [tag=..]``: the
+        setting in one line, for listings and messages."""
         if self.rho is not None:
             data = f"rho={self.rho:g}"
         elif self.mi is not None:
             data = f"mi={self.mi:g}"
-        else:
+        elif self.mi_levels:
             data = f"mi_levels={list(self.mi_levels)}"
+        else:  # a source with data of its own
+            data = params_label(self.source, self.source_params)
         views = f" m={self.m}" if self.m is not None else ""
         tag = f" tag={self.tag}" if self.tag else ""
         return f"{self.objective_label} k={self.k}{views} {data}{tag}"
@@ -291,7 +334,7 @@ class RunConfig:
         for name, default in _LATER_FIELDS.items():
             if values[name] == default:
                 del values[name]
-        return _digest(values)
+        return digest(values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "run config") -> RunConfig:
@@ -306,7 +349,7 @@ class RunConfig:
                     raise ValueError(f"{name} table in {where} needs a 'name', got {spec}")
                 values[name] = spec.pop("name")
                 values[f"{name}_params"] = {**dict(values.get(f"{name}_params", {})), **spec}
-        _check_keys(values, [f.name for f in dataclasses.fields(cls)], where)
+        check_keys(values, [f.name for f in dataclasses.fields(cls)], where)
         if "objective" not in values:
             raise ValueError(f"{where} needs an objective")
         for name in ("mi_levels", "eval_infonce_k"):
@@ -320,7 +363,8 @@ _LATER_FIELDS: dict[str, Any] = {"eval_infonce_k": [], "tag": ""}
 default: ``RunConfig.key`` omits them at that value."""
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """16 hex digits of the SHA-256 of ``obj`` as sorted compact JSON: a setting's identity."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -366,7 +410,7 @@ class Sweep:
                 grid["setting_seeds"] = {k: list(v) for k, v in sorted(self.setting_seeds.items())}
             if self.kind != "gaussian":
                 grid["kind"] = self.kind
-            object.__setattr__(self, "grid_hash", _digest(grid))
+            object.__setattr__(self, "grid_hash", digest(grid))
 
     def seeds_of(self, setting: RunConfig) -> tuple[int, ...]:
         """The seeds ``setting`` runs: its grid's own, else the sweep's."""
@@ -435,7 +479,7 @@ def _expand_grid(
     for key, values in axes.items():
         if not values:
             raise ValueError(f"axis {key!r} of {where} is an empty list: the grid is empty")
-    _check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(cls)], where)
+    check_keys(list(axes) + list(run), [f.name for f in dataclasses.fields(cls)], where)
     settings = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo, strict=True))
@@ -454,7 +498,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
     over ``[run]``, and its ``grid`` in place of ``[grid]``.
     """
     where = source or "sweep config"
-    _check_keys(data, _SWEEP_KEYS, where)
+    check_keys(data, _SWEEP_KEYS, where)
     if not isinstance(data.get("name"), str) or not data["name"]:
         raise ValueError(f"{where} needs a name (a non-empty string)")
     if "seeds" not in data:
@@ -466,7 +510,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, quick: bool = False, source: str
         overrides = data.get("quick")
         if overrides is None:
             raise ValueError(f"{where} has no [quick] table, so it has no quick version")
-        _check_keys(overrides, _QUICK_KEYS, f"[quick] of {where}")
+        check_keys(overrides, _QUICK_KEYS, f"[quick] of {where}")
         seeds = overrides.get("seeds", seeds)
         run.update(overrides.get("run", {}))
         grid = overrides.get("grid", grid)

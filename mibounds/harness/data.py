@@ -14,6 +14,11 @@ sampler (docs/gaussian.md):
   per seed, shuffled into epochs, rows tagged with their dataset index (``Batch.indices``), for
   objectives that keep per-item state (SogCLR). Its held-out batches are fresh draws, as
   the stream's are.
+
+A source may also draw data of its own rather than the Gaussians that a config's ``rho`` /
+``mi`` / ``mi_levels`` set: it registers ``dims`` (the shape of its samples) and, when their MI
+is known, ``truth``; ``mibounds.harness.sources`` registers the known-MI tasks
+(``mibounds.tasks``) this way.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = [
     "GaussianDataset",
     "GaussianStream",
     "SourceSpec",
+    "check_finite_config",
     "derive_seed",
     "register_source",
     "seed_generator",
@@ -69,12 +75,17 @@ class GaussianStream:
         self.config = config
         self.device = device
         self.seeds = tuple(seeds)
-        self.rhos = config.rho_levels()
+        self.rhos = self.levels()
         self.train_gens = [seed_generator(s, "train", device) for s in seeds]
         self.eval_gens = [seed_generator(s, "eval", device) for s in seeds]
         # readout streams, one per batch size k and seed, whatever the config: so every method
         # is read on the same held-out rows, and a readout never depends on other evaluations
         self.readout_gens: dict[int, list[torch.Generator]] = {}
+
+    def levels(self) -> tuple[float, ...]:
+        """The data levels in training order, each passed to ``_draw``: here the correlations
+        (one, unless a staircase); a subclass drawing other data gives its own."""
+        return self.config.rho_levels()
 
     def _draw(self, gen: torch.Generator, rows: int, rho: float) -> tuple[Tensor, ...]:
         """``rows`` i.i.d. rows from one seed's generator: ``(x, y)`` each ``(rows, d)`` for
@@ -180,36 +191,45 @@ class GaussianDataset(GaussianStream):
         return self.rows(idx)
 
 
-def _check_finite_config(config: RunConfig) -> None:
-    """A finite dataset is drawn once at one MI, and split into whole batches of K."""
-    n, k = dict(config.source_params)["n"], config.k
+def check_finite_config(config: RunConfig) -> None:
+    """A finite dataset is drawn once at one MI, and split into whole batches of K: raise
+    ``ValueError`` unless ``source_params`` n is a multiple of K (and the MI is one level)."""
+    n, k, name = dict(config.source_params)["n"], config.k, config.source
     check_at_least(n, 2, "source_params n (the dataset size)")
     if n < k:
         raise ValueError(
-            f"source 'gaussian_finite' needs n >= K: a batch is K distinct items, got n = {n} "
-            f"< K = {k}"
+            f"source {name!r} needs n >= K: a batch is K distinct items, got n = {n} < K = {k}"
         )
     if n % k:
         low, high = n // k * k, (n // k + 1) * k
         raise ValueError(
-            f"source 'gaussian_finite' needs n to be a multiple of K = {k} (every epoch is whole "
+            f"source {name!r} needs n to be a multiple of K = {k} (every epoch is whole "
             f"batches, each item once), got n = {n}; use e.g. n = {low or high} or {high}"
         )
     if config.mi_levels:
         raise ValueError(
-            "source 'gaussian_finite' draws its dataset once, at one MI: give rho or mi, not "
+            f"source {name!r} draws its dataset once, at one MI: give rho or mi, not "
             f"mi_levels = {list(config.mi_levels)}"
         )
 
 
 SourceBuilder = Callable[["RunConfig", Sequence[int], torch.device], DataSource]
+Dims = Callable[[Mapping[str, Any]], tuple[int, int | None]]
+Truth = Callable[[Mapping[str, Any]], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
 class SourceSpec:
     """A data source: ``build(config, seeds, device)``, the ``source_params`` it accepts,
     whether it is ``finite`` (indexes a dataset, for per-item objectives) and an optional
-    ``check_config(config)`` that rejects settings it cannot serve, before any training."""
+    ``check_config(config)`` that rejects settings it cannot serve, before any training.
+
+    A source with data of its own (not the Gaussians of a config's ``rho`` / ``mi`` /
+    ``mi_levels``, which it then refuses) has ``dims(params) -> (d, m)``, the dimension and the
+    views (None: pairs) of its samples, which fill a config's unset ``d`` / ``m``; and, if their
+    MI is known, ``truth(params)``: the true MIs in nats, keys ``pairwise`` and, for views,
+    ``one_vs_rest`` (records carry them and the gap; without ``truth`` both are None).
+    """
 
     name: str
     build: SourceBuilder
@@ -217,6 +237,13 @@ class SourceSpec:
     required: tuple[str, ...] = ()
     finite: bool = False
     check_config: Callable[[RunConfig], None] | None = None
+    dims: Dims | None = None
+    truth: Truth | None = None
+
+    @property
+    def own_data(self) -> bool:
+        """Whether the source draws data of its own (``dims``), not the configs' Gaussians."""
+        return self.dims is not None
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         check_params(f"data source {self.name!r}", params, self.defaults, self.required)
@@ -239,9 +266,14 @@ def register_source(
     *,
     finite: bool = False,
     check_config: Callable[[RunConfig], None] | None = None,
+    dims: Dims | None = None,
+    truth: Truth | None = None,
 ) -> SourceSpec:
-    """Make ``RunConfig(source=name)`` build its data with ``build(config, seeds, device)``."""
-    spec = SourceSpec(name, build, dict(defaults or {}), tuple(required), finite, check_config)
+    """Make ``RunConfig(source=name)`` build its data with ``build(config, seeds, device)``
+    (the other arguments: ``SourceSpec``'s fields); a name registered twice is an error."""
+    spec = SourceSpec(
+        name, build, dict(defaults or {}), tuple(required), finite, check_config, dims, truth
+    )
     return add_once(SOURCES, name, spec, "the data sources")
 
 
@@ -251,5 +283,5 @@ register_source(
     GaussianDataset,
     required=("n",),
     finite=True,
-    check_config=_check_finite_config,
+    check_config=check_finite_config,
 )

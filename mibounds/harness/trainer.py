@@ -101,22 +101,37 @@ def adam(params: Iterable[Tensor], lr: float, device: torch.device) -> torch.opt
     return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
-def true_mi(config: RunConfig) -> dict[str, float]:
+def true_mi(config: RunConfig) -> dict[str, float | None]:
     """The true MIs of the final data level, in nats: ``pairwise`` I(x; y) (or I(x_a; x_b)),
     ``one_vs_rest`` I(x_a; X_{\\a}) and ``factor`` I(x_a; c) = -(d/2) log(1 - rho), what a view
     shares with the views' common factor (its M -> infinity limit; views only, else NaN), and
-    ``target``, the one the objective estimates."""
+    ``target``, the one the objective estimates. A source with data of its own gives its own
+    (``SourceSpec.truth``; NaN where it has none), or None for all four when it knows none."""
     from mibounds.gaussian import mi_from_rho, one_vs_rest_mi
 
-    rho = config.rho_levels()[-1]
+    source = SOURCES[config.source]
     views = config.m is not None
-    out = {
-        "pairwise": mi_from_rho(rho, config.d),
-        "one_vs_rest": one_vs_rest_mi(rho, config.d, config.m) if views else math.nan,
-        "factor": -0.5 * config.d * math.log1p(-rho) if views else math.nan,
-    }
+    if source.own_data:
+        if source.truth is None:
+            return dict.fromkeys(("pairwise", "one_vs_rest", "factor", "target"))
+        known = source.truth(dict(config.source_params))
+        out = {name: known.get(name, math.nan) for name in ("pairwise", "one_vs_rest", "factor")}
+    else:
+        rho = config.rho_levels()[-1]
+        out = {
+            "pairwise": mi_from_rho(rho, config.d),
+            "one_vs_rest": one_vs_rest_mi(rho, config.d, config.m) if views else math.nan,
+            "factor": -0.5 * config.d * math.log1p(-rho) if views else math.nan,
+        }
     out["target"] = out[harness_entry(config.objective).estimates]
     return out
+
+
+def _against(truth: float | None, mean: float) -> tuple[float | None, float | None]:
+    """``(truth - mean, truth / mean)``: the gap and the relative MI (None without a truth)."""
+    if truth is None:
+        return None, None
+    return truth - mean, truth / mean if mean else math.nan
 
 
 # memory guard for held-out evaluation: score entries per evaluated piece
@@ -193,11 +208,11 @@ def train(
         ``estimate_mean`` / ``estimate_sd`` (nats, over the evaluation batches), ``mi_pairwise``,
         ``mi_one_vs_rest``, ``true_mi`` (the MI the objective estimates), ``gap = true_mi -
         estimate_mean``, ``relative_mi = true_mi / estimate_mean`` (and both against the
-        one-vs-rest MI for views), ``is_bound``, ``estimate_on`` ("held-out" or "training
-        set"), ``log_k``, ``diverged_step``, the training curve ``curve_step`` /
-        ``curve_estimate`` (block means over ``curve_every`` steps), the readouts
-        ``infonce_k{k}_mean`` / ``infonce_k{k}_sd`` (nats; bounds), ``wall_time_s`` (of the
-        batched group), ``batched_seeds`` and the environment.
+        one-vs-rest MI for views; all None for a source whose MI is unknown), ``is_bound``,
+        ``estimate_on`` ("held-out" or "training set"), ``log_k``, ``diverged_step``, the
+        training curve ``curve_step`` / ``curve_estimate`` (block means over ``curve_every``
+        steps), the readouts ``infonce_k{k}_mean`` / ``infonce_k{k}_sd`` (nats; bounds),
+        ``wall_time_s`` (of the batched group), ``batched_seeds`` and the environment.
     """
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -277,7 +292,7 @@ def train(
         "target": spec.estimates,
         "is_bound": spec.is_bound(config.k, params),
         "estimate_on": "training set" if spec.per_item else "held-out",
-        "rho_final": config.rho_levels()[-1],
+        "rho_final": None if SOURCES[config.source].own_data else config.rho_levels()[-1],
         "log_k": math.log(config.k),
         "mi_pairwise": truth["pairwise"],
         "mi_one_vs_rest": truth["one_vs_rest"],
@@ -291,6 +306,7 @@ def train(
     records = []
     for i, seed in enumerate(seeds):
         mean = means[i]
+        against = {name: _against(truth[name], mean) for name in truth}
         records.append(
             {
                 **shared,
@@ -298,12 +314,12 @@ def train(
                 "run_key": f"{shared['setting_key']}/{seed}",
                 "estimate_mean": mean,
                 "estimate_sd": sds[i],
-                "gap": truth["target"] - mean,
-                "relative_mi": truth["target"] / mean if mean else math.nan,
-                "gap_one_vs_rest": truth["one_vs_rest"] - mean,
-                "relative_mi_one_vs_rest": truth["one_vs_rest"] / mean if mean else math.nan,
-                "gap_factor": truth["factor"] - mean,
-                "relative_mi_factor": truth["factor"] / mean if mean else math.nan,
+                "gap": against["target"][0],
+                "relative_mi": against["target"][1],
+                "gap_one_vs_rest": against["one_vs_rest"][0],
+                "relative_mi_one_vs_rest": against["one_vs_rest"][1],
+                "gap_factor": against["factor"][0],
+                "relative_mi_factor": against["factor"][1],
                 "diverged_step": None if diverged_at[i] < 0 else diverged_at[i],
                 "curve_step": curve_steps,
                 "curve_estimate": curve_values[i],

@@ -65,6 +65,11 @@ for _entry in (
         "poole_staircase",
     ),
     Reproduction(
+        "known-mi",
+        "Czyż et al. 2023-style benchmark: every estimator on every known-MI task, n = 5000",
+        "known_mi",
+    ),
+    Reproduction(
         "sogclr-gaussian",
         "Yuan et al. 2022 SogCLR: global estimate and critic vs InfoNCE at small/large K",
         "sogclr_gaussian",
