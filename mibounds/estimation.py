@@ -303,7 +303,7 @@ def _train_seed(
         torch.manual_seed(derive_seed(seed, "init"))
         inner = cfg["critic_class"](cfg["width"], **cfg["critic_params"])
     stats = train_statistics(samples, train_rows, dtype, cfg["marginals"])
-    fitted = FittedCritic(inner, stats, cfg["width"]).to(device)
+    fitted = FittedCritic(inner, stats, cfg["width"]).to(device=device, dtype=dtype)
     prepared = fitted.prepare(*(None if t is None else t.to(device) for t in samples.tensors))
     val, test = _batches(prepared, val_rows, k), _batches(prepared, test_rows, k)
     objective = build_objective(found, params, n_seeds=1, n_items=n_train)
