@@ -446,7 +446,7 @@ for id, command, expect, unclear in (
         "batches must be an integer >= 1",
         "",
     ),
-    ("unknown-command", "estimate", "argument COMMAND: invalid choice: 'estimate'", ""),
+    ("unknown-command", "train", "argument COMMAND: invalid choice: 'train'", ""),
 ):
     add(COMMAND, id, command, expect, unclear=unclear)
 for id, option, expect in (
