@@ -55,7 +55,13 @@ SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
 class Samples:
     """Checked samples: ``x: (n, d_x)`` and ``y: (n, d_y)`` (pairs, ``views`` None) or
     ``views: (n, M, d)`` (``x``, ``y`` None), float64 tensors on the inputs' device (the CPU
-    for anything but a tensor)."""
+    for anything but a tensor).
+
+    Example:
+        >>> s = Samples(views=torch.zeros(10, 3, 2))
+        >>> s.n, s.kind, s.width
+        (10, 'views', 2)
+    """
 
     x: Tensor | None = None
     y: Tensor | None = None

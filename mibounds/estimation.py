@@ -80,6 +80,15 @@ class Estimate:
         estimates: ``"pairwise"`` I(x; y) or ``"one_vs_rest"`` I(x_a; X_{\\a}).
         seeds, values, steps: each seed, its value (nats) and its chosen checkpoint's step.
         settings: the resolved settings (batch size, hidden width, split sizes, ...).
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(600, 2, generator=torch.Generator().manual_seed(0))
+        >>> est = estimate(x, x + 0.5 * torch.randn(600, 2), seeds=1, steps=100, progress=False)
+        >>> est.estimator, est.is_bound, est.n, list(est.curves.columns)
+        ('infonce', True, 600, ['step', 'seed', 'train', 'held_out', 'test'])
+        >>> set(est.to_dict()) >= {"value", "stderr", "estimator", "is_bound", "n", "seconds"}
+        True
     """
 
     value: float
@@ -133,6 +142,15 @@ class FittedCritic(nn.Module):
 
     ``forward(x, y)``: ``(..., K, d_x), (..., K, d_y) -> (..., K, K)``; ``forward(views)``:
     ``(..., K, M, d) -> (..., K, M, K, M)``.
+
+    Example:
+        >>> import torch
+        >>> from mibounds.critics import SeparableCritic
+        >>> stats = {"mean_x": torch.zeros(1), "std_x": torch.ones(1),
+        ...          "mean_y": torch.zeros(2), "std_y": torch.ones(2)}
+        >>> critic = FittedCritic(SeparableCritic(2, hidden_dim=8), stats, width=2)
+        >>> tuple(critic(torch.randn(5, 1), torch.randn(5, 2)).shape)  # d_x = 1, d_y = 2
+        (5, 5)
     """
 
     def __init__(self, critic: nn.Module, stats: Mapping[str, Tensor], width: int) -> None:
@@ -285,7 +303,7 @@ def _train_seed(
         torch.manual_seed(derive_seed(seed, "init"))
         inner = cfg["critic_class"](cfg["width"], **cfg["critic_params"])
     stats = train_statistics(samples, train_rows, dtype, cfg["marginals"])
-    fitted = FittedCritic(inner, stats, cfg["width"]).to(device)
+    fitted = FittedCritic(inner, stats, cfg["width"]).to(device=device, dtype=dtype)
     prepared = fitted.prepare(*(None if t is None else t.to(device) for t in samples.tensors))
     val, test = _batches(prepared, val_rows, k), _batches(prepared, test_rows, k)
     objective = build_objective(found, params, n_seeds=1, n_items=n_train)

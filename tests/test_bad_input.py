@@ -474,7 +474,7 @@ for id, command, expect, unclear in (
         "batches must be an integer >= 1",
         "",
     ),
-    ("unknown-command", "estimate", "argument COMMAND: invalid choice: 'estimate'", ""),
+    ("unknown-command", "train", "argument COMMAND: invalid choice: 'train'", ""),
 ):
     add(COMMAND, id, command, expect, unclear=unclear)
 for id, option, expect in (
@@ -545,7 +545,8 @@ for id, command, expect, setup in (
      "x has non-numeric columns ['name']", files({"data.csv": _CSV})),
     ("estimate-nan-rows", "estimate data.csv --x a --y b",
      "--x 'a' has 1 of 3 rows with NaN or inf", files({"data.csv": "a,b\n1,2\n,3\n2,1\n"})),
-    ("estimate-csv-few-rows", "estimate data.csv --x a --y b", "too few for a held-out estimate",
+    ("estimate-file-too-few-rows", "estimate data.csv --x a --y b",
+     "too few for a held-out estimate",
      files({"data.csv": _CSV})),
     ("estimate-npy-no-columns", "estimate data.npy",
      "give x and y as its column indices", lambda tmp: np.save(tmp / "data.npy", np.eye(3))),

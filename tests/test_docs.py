@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ESTIMATOR_MODULES = (
+    "arrays",
+    "estimation",
     "bounds",
     "polyview",
     "tiled",

@@ -181,3 +181,19 @@ def test_too_few_rows_for_a_held_out_estimate() -> None:
         estimate(X[:30], Y[:30], progress=False)
     with pytest.raises(ValueError, match="cannot estimate from views"):
         estimate(views=np.random.default_rng(0).standard_normal((100, 3, 2)), estimator="nwj")
+
+
+def test_gaussian_marginals_make_monotone_maps_irrelevant(sparse_data) -> None:
+    # ranks are unchanged by strictly increasing maps per coordinate, and so is the MI
+    x, y = sparse_data
+    a = estimate(x, y, seeds=1, marginals="gaussian", **FAST)
+    b = estimate(x**3, torch.sinh(y), seeds=1, marginals="gaussian", **FAST)
+    assert b.value == pytest.approx(a.value, abs=1e-4)
+    assert abs(a.value - SPARSE.mi) < 0.15
+
+
+def test_dtype_sets_the_critic_and_its_scaling(sparse_data) -> None:
+    x, y = sparse_data
+    result = estimate(x[:600], y[:600], seeds=1, dtype=torch.float64, **{**FAST, "steps": 25})
+    assert {p.dtype for p in result.critic.parameters()} == {torch.float64}
+    assert result.critic.mean_x.dtype == torch.float64

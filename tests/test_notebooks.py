@@ -1,4 +1,4 @@
-"""The teaching notebooks under ``notebooks/``: exactly the three expected ones, committed with
+"""The teaching notebooks under ``notebooks/``: exactly the four expected ones, committed with
 their outputs stripped, valid, on the ``python3`` kernel, and written against the public API only.
 
 CI also *executes* every notebook: ``--nbmake`` in ``setup.cfg``'s ``[tool:pytest]`` makes
@@ -16,7 +16,12 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-EXPECTED = ("01_bounds_on_gaussians.ipynb", "02_poly_view.ipynb", "03_images.ipynb")
+EXPECTED = (
+    "01_bounds_on_gaussians.ipynb",
+    "02_poly_view.ipynb",
+    "03_images.ipynb",
+    "04_your_own_data.ipynb",
+)
 
 
 def load(name: str) -> dict:
