@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from mibounds import polyview as P
+from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 
 SIZES = [4096, 8192, 16384, 32768, 65536]  # K M
@@ -40,9 +40,9 @@ def _tiled_budget(z: torch.Tensor) -> int:
 
 
 LOSSES = {
-    "dense": lambda z: P.polyview_loss(z, TEMPERATURE, memory_budget=2**62, validate_args=False),
-    "default": lambda z: P.polyview_loss(z, TEMPERATURE, validate_args=False),
-    "tiled": lambda z: P.polyview_loss(
+    "dense": lambda z: polyview_loss(z, TEMPERATURE, memory_budget=2**62, validate_args=False),
+    "default": lambda z: polyview_loss(z, TEMPERATURE, validate_args=False),
+    "tiled": lambda z: polyview_loss(
         z, TEMPERATURE, memory_budget=_tiled_budget(z), validate_args=False
     ),
 }

@@ -39,6 +39,7 @@ from torch.profiler._memory_profiler import Action
 from mibounds import bounds
 from mibounds import polyview as P
 from mibounds._numerics import logsumexp
+from mibounds.polyview_loss import polyview_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import polyview_reference as R
@@ -74,7 +75,7 @@ def checked(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 
 def loss(aggregate: str, negatives: str) -> Callable[..., Tensor]:
-    return lambda z, checked=True: P.polyview_loss(
+    return lambda z, checked=True: polyview_loss(
         z, TEMPERATURE, aggregate, negatives, validate_args=checked
     )
 

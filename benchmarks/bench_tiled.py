@@ -1,7 +1,7 @@
 """Forward + backward time of the poly-view loss from ``mibounds.tiled``, dense against tiled.
 
-Variants of ``mibounds.polyview.polyview_loss`` (``negatives="all_views"``, arithmetic aggregate
-by default) on embeddings ``z: (K, M, D)``, taking turns repeat by repeat
+Variants of ``mibounds.polyview_loss.polyview_loss`` (``negatives="all_views"``, arithmetic
+aggregate by default) on embeddings ``z: (K, M, D)``, taking turns repeat by repeat
 (``timing.take_turns``):
 
 - ``dense``: a memory budget everything fits, so the whole ``(K, M, M, N)`` scores at once;
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from mibounds import polyview as P
+from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 
 from timing import step, take_turns
@@ -41,7 +42,7 @@ def variants(
 ) -> dict[str, Callable[[Tensor], Tensor]]:
     args = (TEMPERATURE, aggregate, negatives)
     fns: dict[str, Callable[[Tensor], Tensor]] = {
-        "dense": lambda z: P.polyview_loss(z, *args, memory_budget=2**62, validate_args=False),
+        "dense": lambda z: polyview_loss(z, *args, memory_budget=2**62, validate_args=False),
     }
     for block in blocks:
         name = "tiled" if block is None else f"tiled B={block}"
@@ -54,7 +55,7 @@ def _tiled(z: Tensor, args: tuple, block: int | None) -> Tensor:
     memory budget of two blocks of that many rows."""
     rows = _default_block_size(z, memory_budget=2**62) if block is None else block
     budget = _BLOCK_BUFFERS * _score_bytes(z, rows)
-    return P.polyview_loss(z, *args, memory_budget=budget, validate_args=False)
+    return polyview_loss(z, *args, memory_budget=budget, validate_args=False)
 
 
 def _step(fn: Callable[[Tensor], Tensor], z: Tensor, autocast: bool) -> None:

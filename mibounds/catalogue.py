@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from mibounds import barlow, bounds, polyview, sogclr
 from mibounds._checks import check_at_least, flag, one_of, real_in, suggest
+from mibounds.polyview_loss import PolyViewLoss
 
 __all__ = [
     "CATALOGUE",
@@ -408,7 +409,7 @@ def _polyview_loss(aggregate: str, negatives: str | None = None) -> Callable:
 
     def build(ctx: LossContext, params: Mapping[str, Any]) -> nn.Module:
         chosen = negatives or params["negatives"]
-        module = polyview.PolyViewLoss(ctx.temperature, aggregate, chosen, ctx.gather)
+        module = PolyViewLoss(ctx.temperature, aggregate, chosen, ctx.gather)
         return _EmbeddingLoss(module)
 
     return build

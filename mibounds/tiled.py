@@ -1,6 +1,6 @@
 """Contrastive log partitions over the other samples without the quadratic score tensor.
 
-The poly-view training loss (``polyview.polyview_loss``, every candidate set, Multi-Crop's
+The poly-view training loss (``polyview_loss.polyview_loss``, every candidate set, Multi-Crop's
 NT-Xent among them) and SogCLR's (``sogclr.sogclr_loss``) score K anchor
 samples of M views against N candidate samples, ``S[i, a, j, b] = <A_ia, C_jb>``, but need from
 the ``(K, M, N, M)`` scores only the positives ``pos[i, a, b] = S[i, a, offset + i, b]`` (a

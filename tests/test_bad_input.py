@@ -112,8 +112,12 @@ LIBRARY = [
         "bound must be a pairwise estimator (a callable",
     ),
     ("one-vs-rest-shape", "polyview.one_vs_rest(torch.zeros(3, 4, 5))", "(..., M, K, K)"),
-    ("loss-temperature", "polyview.polyview_loss(torch.zeros(4, 3, 2), 0.0)", "temperature"),
-    ("loss-offset", "polyview.polyview_loss(torch.zeros(4, 3, 2), offset=-1)", "offset must be"),
+    ("loss-temperature", "polyview_loss.polyview_loss(torch.zeros(4, 3, 2), 0.0)", "temperature"),
+    (
+        "loss-offset",
+        "polyview_loss.polyview_loss(torch.zeros(4, 3, 2), offset=-1)",
+        "offset must be",
+    ),
     ("gaussian-rho-1", "gaussian.mi_from_rho(1.0, 2)", "rho must lie in (-1, 1)"),
     ("gaussian-k1", "gaussian.sample_pairs(1, 2, 0.5)", "k must be an integer >= 2"),
     ("gaussian-d0", "gaussian.rho_from_mi(1.0, 0)", "d must be an integer >= 1"),
@@ -160,7 +164,8 @@ def _namespace() -> dict:
     """What the library cases' text may name: torch, numpy, NaN and the package's modules."""
     import importlib
 
-    modules = "barlow bounds catalogue classical critics gaussian polyview sogclr tasks tiled"
+    modules = "barlow bounds catalogue classical critics gaussian polyview polyview_loss sogclr"
+    modules += " tasks tiled"
     names = {n: importlib.import_module(f"mibounds.{n}") for n in modules.split()}
     datasets = importlib.import_module("mibounds.vision.datasets")
     return {"torch": torch, "np": np, "nan": float("nan"), "datasets": datasets, **names}

@@ -21,6 +21,7 @@ LEAVES = {
     "mibounds._checks",
     "mibounds._numerics",
     "mibounds._kernels",
+    "mibounds._contrastive",
     "mibounds.provenance",
     "mibounds.records",
     "mibounds.harness.interface",
@@ -28,6 +29,7 @@ LEAVES = {
 CORE_MODULES = {
     "bounds",
     "polyview",
+    "polyview_loss",
     "tiled",
     "critics",
     "gaussian",

@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mibounds import polyview as P
 from mibounds import sogclr
+from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import negatives_logsumexp
 
 # rounding of float32 / float64 logsumexps and matmuls over a few dozen terms; the brief of the
@@ -262,10 +263,10 @@ def test_polyview_loss_in_blocks_equals_the_dense_loss(negatives, aggregate, k, 
     if k == 1 and not extra:
         pytest.skip("one anchor needs gathered candidates")
     args = {"temperature": 0.1, "aggregate": aggregate, "negatives": negatives}
-    expected = loss_and_grad(P.polyview_loss, k, 3, 20, extra, **args)
+    expected = loss_and_grad(polyview_loss, k, 3, 20, extra, **args)
     for rows in (2, 3):
         budget = {"memory_budget": budget_for(k, 3, rows)}
-        got = loss_and_grad(P.polyview_loss, k, 3, 20, extra, **args, **budget)
+        got = loss_and_grad(polyview_loss, k, 3, 20, extra, **args, **budget)
         for x, y in zip(got, expected, strict=True):
             assert_close(x, y, 1e-10)
 
