@@ -14,29 +14,6 @@ from torch import Tensor
 from mibounds._numerics import logsumexp
 
 
-def _same_view(m: int, device: torch.device) -> Tensor:
-    """``(M, M)`` boolean mask, True on the excluded diagonal ``a == b``."""
-    return torch.eye(m, dtype=torch.bool, device=device)
-
-
-def _log_mask(keep: Tensor, dtype: torch.dtype) -> Tensor:
-    """``0`` where ``keep``, ``-inf`` elsewhere: added to scores, it drops candidates."""
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, -math.inf)
-
-
-def _reduce_other_views(x: Tensor, same_view: Tensor, aggregate: str, dim: int = -1) -> Tensor:
-    """Aggregate the target-view axis ``dim`` (b) over ``b != a``.
-
-    arithmetic: ``log mean_{b!=a} exp(x)``; geometric: ``mean_{b!=a} x``. ``same_view`` is the
-    diagonal mask, broadcastable to ``x`` with ``a`` and ``b`` on their axes.
-    """
-    m = x.shape[dim]
-    if aggregate == "arithmetic":
-        # an additive -inf mask costs one pass forward and none backward (masked_fill: two each)
-        return logsumexp(x + _log_mask(~same_view, x.dtype), dim) - math.log(m - 1)
-    return x.masked_fill(same_view, 0.0).sum(dim) / (m - 1)
-
-
 def _partition_from_negatives(pos: Tensor, neg: Tensor, negatives: str) -> Tensor:
     """``(..., K, M, M)`` each -> ``(..., K, M, M)``: the log partition over the candidate set
     of anchor ``(i, a)`` and target view ``b``, from the positive ``pos[i, a, b]`` and
@@ -54,6 +31,20 @@ def _partition_from_negatives(pos: Tensor, neg: Tensor, negatives: str) -> Tenso
     return logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, own_view)), 0)
 
 
+def _other_views(x: Tensor) -> Tensor:
+    """``(..., M, M) -> (..., M, M - 1)``: ``x[..., a, b]`` for ``b != a``, in order (a copy).
+
+    In the flattened ``(a, b)`` axis the diagonal sits at multiples of ``M + 1``: dropping entry
+    0 and viewing the other ``M^2 - 1`` as ``(M - 1, M + 1)`` puts every remaining diagonal
+    entry in the last column. The diagonal then gets an exactly zero gradient (an additive
+    ``-inf`` mask would give it ``exp(4 log eps)`` times the row's, tiny numbers that can
+    reach the scores' gradient as subnormals and slow the matmuls several times on CPU).
+    """
+    m = x.shape[-1]
+    flat = x.flatten(-2)[..., 1:].unflatten(-1, (m - 1, m + 1))[..., :m]
+    return flat.reshape(*x.shape[:-2], m, m - 1)
+
+
 def _anchor_losses(ce: Tensor, aggregate: str, n: int) -> Tensor:
     """``CE: (..., K, M, M) -> (..., K, M)``: the loss ``L[i, a]`` of each anchor from its
     per-target-view cross-entropies ``CE[i, a, b]``, over ``b != a`` (the diagonal is ignored):
@@ -61,9 +52,9 @@ def _anchor_losses(ce: Tensor, aggregate: str, n: int) -> Tensor:
     geometric ``mean_b CE``; arithmetic ``-log mean_b exp(-CE)``; arithmetic_printed
     ``logsumexp_b CE - log N`` (Algorithm 1's line as printed, N the candidate samples).
     """
-    m = ce.shape[-1]
-    same_view = _same_view(m, ce.device)
+    other = _other_views(ce)
+    if aggregate == "geometric":
+        return other.mean(-1)
     if aggregate == "arithmetic_printed":
-        # logsumexp_b CE - log N = log mean_b exp(CE) + log(M - 1) - log N
-        return _reduce_other_views(ce, same_view, "arithmetic") + math.log((m - 1) / n)
-    return -_reduce_other_views(-ce, same_view, aggregate)
+        return logsumexp(other, -1) - math.log(n)
+    return math.log(other.shape[-1]) - logsumexp(-other, -1)

@@ -46,13 +46,7 @@ from mibounds._checks import (
     check_views,
     compute_dtype,
 )
-from mibounds._contrastive import (
-    _anchor_losses,
-    _log_mask,
-    _partition_from_negatives,
-    _reduce_other_views,
-    _same_view,
-)
+from mibounds._contrastive import _anchor_losses, _partition_from_negatives
 from mibounds._numerics import cross_entropy, logsumexp
 from mibounds.bounds import infonce
 
@@ -105,6 +99,29 @@ def _check_estimate(value: Tensor, name: str, validate_args: bool) -> Tensor:
 
 
 # --------------------------------------------------------------------- shared building blocks
+
+
+def _same_view(m: int, device: torch.device) -> Tensor:
+    """``(M, M)`` boolean mask, True on the excluded diagonal ``a == b``."""
+    return torch.eye(m, dtype=torch.bool, device=device)
+
+
+def _log_mask(keep: Tensor, dtype: torch.dtype) -> Tensor:
+    """``0`` where ``keep``, ``-inf`` elsewhere: added to scores, it drops candidates."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, -math.inf)
+
+
+def _reduce_other_views(x: Tensor, same_view: Tensor, aggregate: str, dim: int = -1) -> Tensor:
+    """Aggregate the target-view axis ``dim`` (b) over ``b != a``.
+
+    arithmetic: ``log mean_{b!=a} exp(x)``; geometric: ``mean_{b!=a} x``. ``same_view`` is the
+    diagonal mask, broadcastable to ``x`` with ``a`` and ``b`` on their axes.
+    """
+    m = x.shape[dim]
+    if aggregate == "arithmetic":
+        # an additive -inf mask costs one pass forward and none backward (masked_fill: two each)
+        return logsumexp(x + _log_mask(~same_view, x.dtype), dim) - math.log(m - 1)
+    return x.masked_fill(same_view, 0.0).sum(dim) / (m - 1)
 
 
 def _candidates_last(S: Tensor) -> Tensor:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from mibounds._checks import check_candidates, check_choice, check_positive
+from mibounds._checks import check_choice, check_positive
 from mibounds._contrastive import _anchor_losses, _partition_from_negatives
 from mibounds.polyview import LOSS_AGGREGATES, NEGATIVES
-from mibounds.tiled import negatives_logsumexp
+from mibounds.tiled import cosine_terms
 
 __all__ = ["PolyViewLoss", "polyview_loss"]
 
@@ -87,16 +85,18 @@ def polyview_loss(
     tau = check_positive(temperature, "temperature")
     check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
     check_choice(negatives, NEGATIVES, "negatives")
-    x, c = check_candidates(z, candidates, offset, validate_args)
-    k = x.shape[-3]
-    c = nnf.normalize(c, dim=-1)
-    # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores
-    anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
-    pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
-    # the other samples' log partition per view, dense or in blocks (memory_budget)
-    neg = negatives_logsumexp(anchors, c, offset, memory_budget=memory_budget, validate_args=False)
+    # the positives and the other samples' log partition per view, dense or in blocks
+    pos, neg = cosine_terms(
+        z,
+        tau,
+        candidates=candidates,
+        offset=offset,
+        memory_budget=memory_budget,
+        validate_args=validate_args,
+    )
     ce = _partition_from_negatives(pos, neg, negatives) - pos
-    return _anchor_losses(ce, aggregate, c.shape[-3]).mean((-2, -1))
+    n = z.shape[-3] if candidates is None else candidates.shape[-3]
+    return _anchor_losses(ce, aggregate, n).mean((-2, -1))
 
 
 Gather = Callable[[Tensor], tuple[Tensor, int]]
