@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from mibounds._checks import check_choice, check_positive
+from mibounds._checks import check_at_least, check_choice, check_positive
 from mibounds._contrastive import _anchor_losses, _partition_from_negatives
 from mibounds.polyview import LOSS_AGGREGATES, NEGATIVES
 from mibounds.tiled import cosine_terms
@@ -109,7 +109,8 @@ class PolyViewLoss(nn.Module):
     multi-process training: ``gather(z_local: (K, M, D)) -> (z_global: (N, M, D), offset)``,
     with this process's samples at rows ``[offset, offset + K)`` of ``z_global``. Anchors are the
     local rows, candidates the global ones; gradients reach other processes' rows only if the
-    hook's all-gather is differentiable.
+    hook's all-gather is differentiable. ``memory_budget``: bytes the scores may take before
+    they are computed in blocks (``polyview_loss``).
 
     With ``negatives="all_views"`` (the default, NT-Xent at M = 2) the value is a training loss,
     **not** an MI bound: the M views of one negative sample are correlated candidates, which
@@ -140,7 +141,7 @@ class PolyViewLoss(nn.Module):
         self.aggregate = check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
         self.negatives = check_choice(negatives, NEGATIVES, "negatives")
         self.gather = gather
-        self.memory_budget = memory_budget
+        self.memory_budget = check_at_least(memory_budget, 1, "memory_budget")
 
     def forward(self, z: Tensor, *, validate_args: bool = True) -> Tensor:
         candidates, offset = (None, 0) if self.gather is None else self.gather(z)

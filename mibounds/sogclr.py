@@ -443,6 +443,8 @@ class SogCLRLoss(_PartitionState):
             from every process; gradients reach other processes' rows only if the hook's
             all-gather is differentiable), then to the indices and the ``log u`` updates.
         batch_shape: leading dims of independent states (see ``GlobalContrastive``).
+        memory_budget: bytes the scores may take before they are computed in blocks
+            (``sogclr_loss``).
 
     Example:
         >>> import torch
@@ -460,9 +462,11 @@ class SogCLRLoss(_PartitionState):
         gamma: float = 0.9,
         gather: Gather | None = None,
         batch_shape: tuple[int, ...] = (),
+        memory_budget: int = 2**30,
     ) -> None:
         super().__init__(n, gamma, gather, batch_shape)
         self.temperature = check_positive(temperature, "temperature")
+        self.memory_budget = check_at_least(memory_budget, 1, "memory_budget")
 
     def forward(self, z: Tensor, indices: Tensor, *, validate_args: bool = True) -> Tensor:
         self._check_batch(z, "z", "K, M, D")
@@ -475,6 +479,7 @@ class SogCLRLoss(_PartitionState):
             self.temperature,
             candidates=candidates,
             offset=offset,
+            memory_budget=self.memory_budget,
             validate_args=validate_args,
         )
         self._store(idx, log_u_new)

@@ -220,7 +220,7 @@ OUT_OF_RANGE = {
     "flip_p": -0.1, "proj_hidden": 0, "proj_dim": 0, "temperature": 0.0, "batch_size": 1,
     "epochs": -1, "lr": 0.0, "momentum": 1.0, "weight_decay": -1.0, "warmup_epochs": -1.0,
     "seed": -1, "workers": -1, "probe_epochs": 0, "knn_k": 0, "knn_temperature": 0.0,
-    "dist_timeout": 0.0,
+    "dist_timeout": 0.0, "memory_budget": 0.0,
 }  # fmt: skip
 CONFIGS = "configs and grids"
 
