@@ -206,13 +206,10 @@ class _DenseNegatives(torch.autograd.Function):
         n = c.shape[1]
         rows, block = a.reshape(batch, k * m, d), _candidate_block(c, 0, n)
         device, enabled, dtype = ctx.autocast
-        own = (
-            torch.arange(n, device=a.device)
-            == ctx.offset + torch.arange(k, device=a.device)[:, None]
-        )
-        own = own[:, None, None, :]  # (K, 1, 1, N), True at each anchor's own sample
         if torch.is_grad_enabled():
             # create_graph: the softmax from recomputed scores, out of place, differentiable
+            own_rows = ctx.offset + torch.arange(k, device=a.device)  # anchor i's own sample
+            own = torch.arange(n, device=a.device) == own_rows[:, None, None, None]  # K,1,1,N
             w = torch.zeros_like(t)
             if grad is not None:
                 with torch.autocast(device, dtype=dtype, enabled=enabled):
