@@ -28,9 +28,12 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+# measure the checkout this script lives in (its children too), not the installed mibounds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 

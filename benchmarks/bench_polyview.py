@@ -36,13 +36,15 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
 
+# time the checkout this script lives in (and its loop references), not the installed mibounds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import polyview_reference as R
+
 from mibounds import bounds
 from mibounds import polyview as P
 from mibounds._numerics import logsumexp
 from mibounds.polyview_loss import polyview_loss
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import polyview_reference as R
 
 from timing import interleaved_seconds, seconds, step
 

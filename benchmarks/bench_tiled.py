@@ -23,11 +23,15 @@ import argparse
 import contextlib
 import functools
 import statistics
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+# time the checkout this script lives in, not whichever mibounds is installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mibounds import polyview as P
 from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
