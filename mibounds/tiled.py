@@ -242,10 +242,11 @@ def _terms(
     if block_size is None:
         neg, pos, _, _ = _DenseNegatives.apply(a, c, offset)
         return neg, pos
-    neg = _TiledNegatives.apply(a, c, offset, block_size)
-    if not positives:
-        return neg, None
-    return neg, torch.einsum("xiad,xibd->xiab", a, c.narrow(1, offset, a.shape[1]))
+    # the positives first: autograd then runs their small backward after the blocks', so that
+    # its (K, M, D) gradients are not held while the blocks are recomputed
+    own = c.narrow(1, offset, a.shape[1])
+    pos = torch.einsum("xiad,xibd->xiab", a, own) if positives else None
+    return _TiledNegatives.apply(a, c, offset, block_size), pos
 
 
 class _TiledNegatives(torch.autograd.Function):
@@ -299,13 +300,12 @@ class _TiledNegatives(torch.autograd.Function):
                 # d neg / d s = softmax over the other samples: exp(s - neg), 0 at the own one
                 w = x.sub_(out.unsqueeze(-1)).clamp_min_(floor).exp_().mul_(grad.unsqueeze(-1))
                 _own_entries(w, offset=ctx.offset, start=start).fill_(0.0)
-                rows_part, block_part = _matmul_grads(
-                    w.view(batch, k * m, -1), rows, block, (need_a, need_c)
-                )
+                w = w.view(batch, k * m, -1)
+                # each product added as it comes: no second (K M, D) buffer alive with the blocks
                 if grad_rows is not None:
-                    grad_rows += rows_part
+                    grad_rows += torch.bmm(w, block)
                 if grad_c is not None:
-                    grad_c[:, start:stop] = _unblock(block_part, m)
+                    grad_c[:, start:stop] = _unblock(torch.bmm(w.transpose(1, 2), rows), m)
         return None if grad_rows is None else grad_rows.view_as(a), grad_c, None, None
 
 
