@@ -12,21 +12,29 @@ fit it, else tiled) and ``tiled`` (tiled at every size).
 Targets: tiled at K M = 65536 within 2 GiB, at 32768 within 1.5 GiB. Run by hand (a few
 minutes on two cores, mostly the tiled step at K M = 65536):
 
-    nice python benchmarks/bench_memory.py [--device cuda] [--sizes 4096 8192 ...]
+    nice python benchmarks/bench_memory.py [--device cuda] [--autocast] [--threads 1]
+        [--sizes 4096 8192 ...]
+
+``--autocast`` runs the forward under bf16 autocast (the score matmuls in bf16, the logsumexp in
+float32); ``--threads`` sets each child's torch threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from mibounds import polyview as P
+# measure the checkout this script lives in (its children too), not the installed mibounds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 
 SIZES = [4096, 8192, 16384, 32768, 65536]  # K M
@@ -40,9 +48,9 @@ def _tiled_budget(z: torch.Tensor) -> int:
 
 
 LOSSES = {
-    "dense": lambda z: P.polyview_loss(z, TEMPERATURE, memory_budget=2**62, validate_args=False),
-    "default": lambda z: P.polyview_loss(z, TEMPERATURE, validate_args=False),
-    "tiled": lambda z: P.polyview_loss(
+    "dense": lambda z: polyview_loss(z, TEMPERATURE, memory_budget=2**62, validate_args=False),
+    "default": lambda z: polyview_loss(z, TEMPERATURE, validate_args=False),
+    "tiled": lambda z: polyview_loss(
         z, TEMPERATURE, memory_budget=_tiled_budget(z), validate_args=False
     ),
 }
@@ -53,8 +61,14 @@ def _resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(variant: str, km: int, m: int, d: int, device: str) -> dict[str, float]:
-    loss = LOSSES[variant]
+def child(variant: str, km: int, m: int, d: int, device: str, autocast: bool) -> dict[str, float]:
+    bf16 = torch.autocast(torch.device(device).type, torch.bfloat16)
+    context = bf16 if autocast else contextlib.nullcontext()
+
+    def loss(z: torch.Tensor) -> torch.Tensor:
+        with context:
+            return LOSSES[variant](z)
+
     warm = torch.randn(16, m, d, device=device, requires_grad=True)
     loss(warm).backward()
     z = torch.randn(km // m, m, d, device=device, requires_grad=True)
@@ -81,15 +95,20 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--dense-max", type=int, default=16384, help="largest K M for dense")
+    parser.add_argument("--autocast", action="store_true", help="bf16 autocast forward")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "KM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.child:
         variant, km = args.child
-        print(json.dumps(child(variant, int(km), args.views, args.dim, args.device)))
+        result = child(variant, int(km), args.views, args.dim, args.device, args.autocast)
+        print(json.dumps(result))
         return
     print(
-        f"torch {torch.__version__}, device {args.device}, M = {args.views}, D = {args.dim}; "
-        f"GiB above the embeddings at the peak of one forward + backward (fresh process each)"
+        f"torch {torch.__version__}, device {args.device}, threads {args.threads}, M = "
+        f"{args.views}, D = {args.dim}, autocast {args.autocast}; GiB above the embeddings at the "
+        "peak of one forward + backward (fresh process each); seconds per variant"
     )
     print(f"{'K M':>7}{'K':>7}{'|S| GiB':>9}  " + "".join(f"{v:>15}" for v in LOSSES) + "   s")
     for km in args.sizes:
@@ -100,7 +119,8 @@ def main() -> None:
                 continue
             command = [sys.executable, __file__, "--child", variant, str(km)]
             command += ["--views", str(args.views), "--dim", str(args.dim)]
-            command += ["--device", args.device]
+            command += ["--device", args.device, "--threads", str(args.threads)]
+            command += ["--autocast"] if args.autocast else []
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 cells.append(f"{'failed':>15}")

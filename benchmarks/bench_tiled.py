@@ -1,7 +1,7 @@
 """Forward + backward time of the poly-view loss from ``mibounds.tiled``, dense against tiled.
 
-Variants of ``mibounds.polyview.polyview_loss`` (``negatives="all_views"``, arithmetic aggregate
-by default) on embeddings ``z: (K, M, D)``, taking turns repeat by repeat
+Variants of ``mibounds.polyview_loss.polyview_loss`` (``negatives="all_views"``, arithmetic
+aggregate by default) on embeddings ``z: (K, M, D)``, taking turns repeat by repeat
 (``timing.take_turns``):
 
 - ``dense``: a memory budget everything fits, so the whole ``(K, M, M, N)`` scores at once;
@@ -9,7 +9,8 @@ by default) on embeddings ``z: (K, M, D)``, taking turns repeat by repeat
   of ``--blocks`` candidate rows.
 
 For each size it prints the median milliseconds of ``dense`` and, for every tiled variant, the
-ratio of minimum times and of median times against it. Target: tiled <= 1.3x dense where dense
+min and median over repeats of its time over dense's in the same repeat
+(``timing.ratio_summary``). Target: tiled <= 1.3x dense where dense
 fits. Run by hand (about two minutes on two
 cores):
 
@@ -22,15 +23,20 @@ import argparse
 import contextlib
 import functools
 import statistics
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+# time the checkout this script lives in, not whichever mibounds is installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mibounds import polyview as P
+from mibounds.polyview_loss import polyview_loss
 from mibounds.tiled import _BLOCK_BUFFERS, _default_block_size, _score_bytes
 
-from timing import step, take_turns
+from timing import ratio_summary, step, take_turns
 
 SIZES = [(512, 4), (256, 8), (128, 16), (1024, 8)]  # (K, M): K M = 2048 three ways, then 8192
 TEMPERATURE = 0.1
@@ -41,7 +47,7 @@ def variants(
 ) -> dict[str, Callable[[Tensor], Tensor]]:
     args = (TEMPERATURE, aggregate, negatives)
     fns: dict[str, Callable[[Tensor], Tensor]] = {
-        "dense": lambda z: P.polyview_loss(z, *args, memory_budget=2**62, validate_args=False),
+        "dense": lambda z: polyview_loss(z, *args, memory_budget=2**62, validate_args=False),
     }
     for block in blocks:
         name = "tiled" if block is None else f"tiled B={block}"
@@ -54,7 +60,7 @@ def _tiled(z: Tensor, args: tuple, block: int | None) -> Tensor:
     memory budget of two blocks of that many rows."""
     rows = _default_block_size(z, memory_budget=2**62) if block is None else block
     budget = _BLOCK_BUFFERS * _score_bytes(z, rows)
-    return P.polyview_loss(z, *args, memory_budget=budget, validate_args=False)
+    return polyview_loss(z, *args, memory_budget=budget, validate_args=False)
 
 
 def _step(fn: Callable[[Tensor], Tensor], z: Tensor, autocast: bool) -> None:
@@ -85,9 +91,9 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
         f"D = {args.dim}, {args.negatives}/{args.aggregate}, autocast {args.autocast}, "
-        f"{args.repeats} repeats taking turns; ratios: min/min and median/median"
+        f"{args.repeats} repeats taking turns; ratios to dense per repeat: min and median"
     )
-    print(f"{'variant':<14}{'K':>6}{'M':>4}{'ms':>9}{'/dense min':>12}{'med':>6}")
+    print(f"{'variant':<14}{'K':>6}{'M':>4}{'ms':>9}{'/dense min':>12}{'median':>8}")
     fns = variants(args.aggregate, args.negatives, [None, *args.blocks])
     g = torch.Generator().manual_seed(0)
     for k, m in (map(int, size.split(",")) for size in args.sizes):
@@ -99,8 +105,8 @@ def main() -> None:
         for name, record in times.items():
             row = f"{name:<14}{k:>6}{m:>4}{statistics.median(record) * 1e3:>9.1f}"
             if name != "dense":
-                row += f"{min(record) / min(dense):>12.2f}"
-                row += f"{statistics.median(record) / statistics.median(dense):>6.2f}"
+                low, mid = ratio_summary(record, dense)
+                row += f"{low:>12.2f}{mid:>8.2f}"
             if name == "tiled":
                 row += f"   (B = {_default_block_size(z, 2**62)})"
             print(row, flush=True)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from mibounds import barlow, bounds, polyview, sogclr
 from mibounds._checks import add_once, check_at_least, flag, one_of, real_in, suggest
+from mibounds.polyview_loss import PolyViewLoss
 
 __all__ = [
     "CATALOGUE",
@@ -102,13 +103,16 @@ def _negatives(default: str = "same_view") -> Param:
 @dataclass(frozen=True)
 class LossContext:
     """What an embedding-level loss is built with: the temperature tau of the cosine scores,
-    the views per image M, the training items n (per-item state) and the ``gather`` hook
-    (``gather(z_local) -> (z_global, offset)``; None in one process)."""
+    the views per image M, the training items n (per-item state), the ``gather`` hook
+    (``gather(z_local) -> (z_global, offset)``; None in one process) and the bytes the
+    ``(K, M, N, M)`` scores may take before the loss computes them in blocks
+    (``memory_budget``, ``mibounds.tiled``)."""
 
     temperature: float = 0.1
     views: int = 2
     dataset_size: int = 0
     gather: Gather | None = None
+    memory_budget: int = 2**30
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,13 @@ register(
 def _sogclr_loss(ctx: LossContext, params: Mapping[str, Any]) -> nn.Module:
     """SogCLR keyed by the training split's indices; under DDP each process's anchors against
     the gathered candidates, and every process's (index, log u) updates written everywhere."""
-    return sogclr.SogCLRLoss(ctx.dataset_size, ctx.temperature, params["gamma"], ctx.gather)
+    return sogclr.SogCLRLoss(
+        ctx.dataset_size,
+        ctx.temperature,
+        params["gamma"],
+        ctx.gather,
+        memory_budget=ctx.memory_budget,
+    )
 
 
 register(
@@ -405,7 +415,7 @@ def _polyview_loss(aggregate: str, negatives: str | None = None) -> Callable:
 
     def build(ctx: LossContext, params: Mapping[str, Any]) -> nn.Module:
         chosen = negatives or params["negatives"]
-        module = polyview.PolyViewLoss(ctx.temperature, aggregate, chosen, ctx.gather)
+        module = PolyViewLoss(ctx.temperature, aggregate, chosen, ctx.gather, ctx.memory_budget)
         return _EmbeddingLoss(module)
 
     return build

@@ -1,4 +1,4 @@
-"""Poly-view MI estimators and the poly-view contrastive training loss.
+"""Poly-view MI estimators on scores (the training loss on embeddings: ``polyview_loss``).
 
 K samples with M views each (Shidani et al. 2024, "Poly-View Contrastive Learning", ICLR,
 arXiv 2403.05490; docs/polyview.md). Conventions:
@@ -23,8 +23,8 @@ one negative sample are correlated, so those candidates are not exchangeable: re
 constant ``log(1 + M(K-1))`` the result is an **estimate, not a bound**, and it can exceed the
 true MI (at the analytic optimal critic, K = 2, M = 16, rho = 0.95: about 1.69 nats against a
 one-vs-rest MI of 1.47). ``multicrop``, ``arithmetic``, ``geometric``, ``contrastive_estimate``
-and the training loss ``polyview_loss`` take either candidate set (docs/polyview.md, "Two
-readings of the paper's Algorithm 1").
+and the training loss (``mibounds.polyview_loss``) take either candidate set (docs/polyview.md,
+"Two readings of the paper's Algorithm 1").
 
 All arithmetic runs in float32 at least (half precision is upcast), the diagonal ``a = b`` is
 excluded by masking with ``-inf`` or by indexing, and nothing loops over K, M or view pairs.
@@ -37,32 +37,28 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as nnf
-from torch import Tensor, nn
+from torch import Tensor
 
 from mibounds._checks import (
-    check_candidates,
     check_choice,
     check_finite,
     check_poly_scores,
-    check_positive,
     check_views,
     compute_dtype,
 )
+from mibounds._contrastive import _anchor_losses, _partition_from_negatives
 from mibounds._numerics import cross_entropy, logsumexp
 from mibounds.bounds import infonce
-from mibounds.tiled import negatives_logsumexp
 
 __all__ = [
     "AGGREGATES",
     "LOSS_AGGREGATES",
     "NEGATIVES",
-    "PolyViewLoss",
     "arithmetic",
     "contrastive_estimate",
     "geometric",
     "multicrop",
     "one_vs_rest",
-    "polyview_loss",
     "set_scores",
     "sufficient_statistics",
 ]
@@ -163,23 +159,6 @@ def _other_samples(k: int, n: int, offset: int, device: torch.device) -> Tensor:
     return torch.arange(n, device=device) != offset + torch.arange(k, device=device)[:, None]
 
 
-def _partition_from_negatives(pos: Tensor, neg: Tensor, negatives: str) -> Tensor:
-    """``(..., K, M, M)`` each -> ``(..., K, M, M)``: the log partition over the candidate set
-    of anchor ``(i, a)`` and target view ``b``, from the positive ``pos[i, a, b]`` and
-    ``neg[i, a, b] = logsumexp_{j != i} S[i, a, j, b]`` (the other samples' view b):
-
-    - same_view: ``logaddexp(neg[i,a,b], pos[i,a,b])`` (K candidates);
-    - all_views: ``logaddexp(logsumexp_n neg[i,a,n], pos[i,a,b])`` (1 + M(K-1));
-    - view_pairs: ``logsumexp(pos[i,a,b], neg[i,a,b], neg[i,a,a])`` (2K - 1, NT-Xent's).
-    """
-    if negatives == "same_view":
-        return torch.logaddexp(neg, pos)
-    if negatives == "all_views":
-        return torch.logaddexp(logsumexp(neg, -1, keepdim=True), pos)
-    own_view = neg.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)  # (..., K, M, 1): neg[i, a, a]
-    return logsumexp(torch.stack(torch.broadcast_tensors(pos, neg, own_view)), 0)
-
-
 def _log_partition(S: Tensor, pos: Tensor, negatives: str) -> Tensor:
     """``S: (..., K, M, K, M)``, ``pos: (..., K, M, M)`` -> ``(..., K, M, M)``: the log
     partition of each anchor and target view over its candidate set (``NEGATIVES``)."""
@@ -197,21 +176,6 @@ def _log_candidates(n: int, m: int, negatives: str) -> float:
     ``log(2N - 1)`` (view_pairs)."""
     count = {"same_view": n, "all_views": 1 + m * (n - 1), "view_pairs": 2 * n - 1}
     return math.log(count[negatives])
-
-
-def _anchor_losses(ce: Tensor, aggregate: str, n: int) -> Tensor:
-    """``CE: (..., K, M, M) -> (..., K, M)``: the loss ``L[i, a]`` of each anchor from its
-    per-target-view cross-entropies ``CE[i, a, b]``, over ``b != a`` (the diagonal is ignored):
-
-    geometric ``mean_b CE``; arithmetic ``-log mean_b exp(-CE)``; arithmetic_printed
-    ``logsumexp_b CE - log N`` (Algorithm 1's line as printed, N the candidate samples).
-    """
-    m = ce.shape[-1]
-    same_view = _same_view(m, ce.device)
-    if aggregate == "arithmetic_printed":
-        # logsumexp_b CE - log N = log mean_b exp(CE) + log(M - 1) - log N
-        return _reduce_other_views(ce, same_view, "arithmetic") + math.log((m - 1) / n)
-    return -_reduce_other_views(-ce, same_view, aggregate)
 
 
 def _off_diagonal_view_pairs(s: Tensor) -> Tensor:
@@ -520,143 +484,3 @@ def sufficient_statistics(
             f"got shape {tuple(scores.shape)}"
         )
     return one_vs_rest(scores, bound, validate_args=validate_args)
-
-
-# ---------------------------------------------------------------------------- training loss
-
-
-def polyview_loss(
-    z: Tensor,
-    temperature: float = 0.1,
-    aggregate: str = "arithmetic",
-    negatives: str = "all_views",
-    *,
-    candidates: Tensor | None = None,
-    offset: int = 0,
-    memory_budget: int = 2**30,
-    validate_args: bool = True,
-) -> Tensor:
-    """Poly-view contrastive training loss (Shidani et al. 2024, Algorithm 1), to minimise.
-
-    Scores are cosine similarities over the temperature, ``S[i,a,j,b] = <z_ia, c_jb> / tau``
-    (unit-normalised), with anchors ``z`` and candidates ``c`` (default ``z``). For anchor
-    ``(i, a)`` and target view ``b != a``, ``CE[i,a,b] = -S[i,a,i,b] + logsumexp_{C(i,a,b)} S``:
-
-    - ``"all_views"``: ``C(i,a,b)`` = the positive ``(i, b)`` and every view of every other
-      sample, ``{(j, n): j != i}``; the anchor's other views are masked. At M = 2 this is
-      SimCLR's NT-Xent over 2K anchors with 2K - 1 candidates each. It is a loss, **not** a
-      bound: one negative sample's M views are correlated, so the candidates are not
-      exchangeable, and ``log(M(K-1) + 1) - loss`` can exceed the true MI (docs/polyview.md).
-    - ``"same_view"``: ``C(i,a,b) = {(j, b)}``, the candidates of the bounds; without extra
-      candidates ``loss = log K - arithmetic(S)`` (or ``geometric(S)``), the cross-entropy form
-      of the bound; with N candidates, ``log N`` minus the same bound with N - K extra negatives.
-    - ``"view_pairs"``: ``C(i,a,b)`` = the positive and views a and b of every other sample,
-      each view pair's NT-Xent (2K - 1 candidates): with the geometric aggregate, Multi-Crop's
-      loss (Caron et al. 2020's multi-crop with SimCLR's loss), not a bound either.
-
-    Per anchor, geometric: ``L = mean_{b!=a} CE``; arithmetic: ``L = -log mean_{b!=a} e^{-CE}``;
-    arithmetic_printed: ``L = logsumexp_{b!=a} CE - log N``, Algorithm 1's arithmetic line as
-    printed in the paper's pseudocode (a soft-max of the per-pair losses with a K constant, not
-    the soft-min the arithmetic-mean bound needs; at M = 2 it is the other aggregates' loss minus
-    log N). ``loss = mean_{i,a} L[i,a]``, in nats. ``i`` stands for the anchor's own candidate row
-    ``offset + i`` throughout, N for the candidate samples (K without ``candidates``).
-
-    Args:
-        z: ``(..., K, M, D)`` anchor embeddings (need not be normalised).
-        temperature: ``tau > 0``.
-        aggregate: one of ``LOSS_AGGREGATES``.
-        negatives: one of ``NEGATIVES``.
-        candidates: ``(..., N, M, D)`` candidate embeddings, e.g. gathered from every process;
-            default ``z``.
-        offset: anchor ``i``'s positive is ``candidates[offset + i]``.
-        memory_budget: bytes the ``(K, M, N, M)`` scores may take; beyond it they are computed
-            in blocks of candidate rows and recomputed in the backward, so memory grows as
-            ``K M (D + block)`` rather than ``(K M)^2`` (``mibounds.tiled``; same value and
-            gradient to rounding).
-    Returns:
-        ``(...)``: the loss, a scalar for unbatched ``z``.
-
-    Example:
-        >>> import torch
-        >>> from mibounds.polyview import polyview_loss
-        >>> z = torch.randn(32, 4, 16, generator=torch.Generator().manual_seed(0))
-        >>> loss = polyview_loss(z, temperature=0.2)  # arithmetic, all-view candidates
-        >>> bool(loss > 0), tuple(loss.shape)
-        (True, ())
-    """
-    tau = check_positive(temperature, "temperature")
-    check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
-    check_choice(negatives, NEGATIVES, "negatives")
-    x, c = check_candidates(z, candidates, offset, validate_args)
-    k = x.shape[-3]
-    c = nnf.normalize(c, dim=-1)
-    # 1/tau on the (K, M, D) anchors, not on the (K, M, N, M) scores
-    anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
-    pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
-    # the other samples' log partition per view, dense or in blocks (memory_budget)
-    neg = negatives_logsumexp(anchors, c, offset, memory_budget=memory_budget, validate_args=False)
-    ce = _partition_from_negatives(pos, neg, negatives) - pos
-    return _anchor_losses(ce, aggregate, c.shape[-3]).mean((-2, -1))
-
-
-Gather = Callable[[Tensor], tuple[Tensor, int]]
-
-
-class PolyViewLoss(nn.Module):
-    """Poly-view contrastive loss as a module (``polyview_loss``, Shidani et al. 2024, Alg. 1).
-
-    Holds the temperature, aggregate and negatives, and an optional ``gather`` hook for
-    multi-process training: ``gather(z_local: (K, M, D)) -> (z_global: (N, M, D), offset)``,
-    with this process's samples at rows ``[offset, offset + K)`` of ``z_global``. Anchors are the
-    local rows, candidates the global ones; gradients reach other processes' rows only if the
-    hook's all-gather is differentiable.
-
-    With ``negatives="all_views"`` (the default, NT-Xent at M = 2) the value is a training loss,
-    **not** an MI bound: the M views of one negative sample are correlated candidates, which
-    breaks the exchangeability every contrastive bound needs, and ``log(M(K-1) + 1) - loss`` can
-    exceed the true MI. ``negatives="same_view"`` gives ``log N`` minus a bound.
-
-    ``forward(z: (..., K, M, D)) -> (...)``.
-
-    Example:
-        >>> import torch
-        >>> from mibounds.polyview import PolyViewLoss, polyview_loss
-        >>> z = torch.randn(8, 4, 16, generator=torch.Generator().manual_seed(0))
-        >>> loss = PolyViewLoss(temperature=0.2, aggregate="geometric")
-        >>> bool(torch.isclose(loss(z), polyview_loss(z, 0.2, "geometric")))
-        True
-    """
-
-    def __init__(
-        self,
-        temperature: float = 0.1,
-        aggregate: str = "arithmetic",
-        negatives: str = "all_views",
-        gather: Gather | None = None,
-        memory_budget: int = 2**30,
-    ) -> None:
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
-        self.aggregate = check_choice(aggregate, LOSS_AGGREGATES, "aggregate")
-        self.negatives = check_choice(negatives, NEGATIVES, "negatives")
-        self.gather = gather
-        self.memory_budget = memory_budget
-
-    def forward(self, z: Tensor, *, validate_args: bool = True) -> Tensor:
-        candidates, offset = (None, 0) if self.gather is None else self.gather(z)
-        return polyview_loss(
-            z,
-            self.temperature,
-            self.aggregate,
-            self.negatives,
-            candidates=candidates,
-            offset=offset,
-            memory_budget=self.memory_budget,
-            validate_args=validate_args,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, aggregate={self.aggregate!r}, "
-            f"negatives={self.negatives!r}, gather={self.gather is not None}"
-        )

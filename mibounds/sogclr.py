@@ -36,7 +36,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from mibounds._checks import (
@@ -47,7 +46,7 @@ from mibounds._checks import (
     check_scores,
 )
 from mibounds._numerics import logsumexp, straight_through
-from mibounds.tiled import negatives_logsumexp
+from mibounds.tiled import cosine_terms
 
 __all__ = ["GlobalContrastive", "SogCLRLoss", "global_contrastive", "sogclr_loss"]
 
@@ -253,16 +252,20 @@ def sogclr_loss(
     gamma = _check_gamma(gamma)
     tau = check_positive(temperature, "temperature")
     x, c = check_candidates(z, candidates, offset, validate_args)
-    k, m = x.shape[-3:-1]
+    m = x.shape[-2]
     n = c.shape[-3]
     log_u = _check_state(log_u, visited, tuple(x.shape[:-2]), x)
-    c = nnf.normalize(c, dim=-1)
-    anchors = (c if candidates is None else nnf.normalize(x, dim=-1)) / tau
-    # positives S[i, a, p_i, b] indexed [i, a, b], then their mean over b != a
-    pos = torch.einsum("...iad,...ibd->...iab", anchors, c.narrow(-3, offset, k))
+    # positives S[i, a, p_i, b] indexed [i, a, b], and the log sum over every view of every
+    # other sample, dense or in blocks (mibounds.tiled)
+    pos, neg = cosine_terms(
+        x,
+        tau,
+        candidates=None if candidates is None else c,
+        offset=offset,
+        memory_budget=memory_budget,
+        validate_args=False,
+    )
     positive = (pos.sum(-1) - pos.diagonal(dim1=-2, dim2=-1)) / (m - 1)
-    # log sum over every view of every other sample, dense or in blocks (mibounds.tiled)
-    neg = negatives_logsumexp(anchors, c, offset, memory_budget=memory_budget, validate_args=False)
     objective, log_u_rows = _global_step(
         positive,
         logsumexp(neg, -1),
@@ -440,6 +443,8 @@ class SogCLRLoss(_PartitionState):
             from every process; gradients reach other processes' rows only if the hook's
             all-gather is differentiable), then to the indices and the ``log u`` updates.
         batch_shape: leading dims of independent states (see ``GlobalContrastive``).
+        memory_budget: bytes the scores may take before they are computed in blocks
+            (``sogclr_loss``).
 
     Example:
         >>> import torch
@@ -457,9 +462,11 @@ class SogCLRLoss(_PartitionState):
         gamma: float = 0.9,
         gather: Gather | None = None,
         batch_shape: tuple[int, ...] = (),
+        memory_budget: int = 2**30,
     ) -> None:
         super().__init__(n, gamma, gather, batch_shape)
         self.temperature = check_positive(temperature, "temperature")
+        self.memory_budget = check_at_least(memory_budget, 1, "memory_budget")
 
     def forward(self, z: Tensor, indices: Tensor, *, validate_args: bool = True) -> Tensor:
         self._check_batch(z, "z", "K, M, D")
@@ -472,6 +479,7 @@ class SogCLRLoss(_PartitionState):
             self.temperature,
             candidates=candidates,
             offset=offset,
+            memory_budget=self.memory_budget,
             validate_args=validate_args,
         )
         self._store(idx, log_u_new)

@@ -112,8 +112,12 @@ LIBRARY = [
         "bound must be a pairwise estimator (a callable",
     ),
     ("one-vs-rest-shape", "polyview.one_vs_rest(torch.zeros(3, 4, 5))", "(..., M, K, K)"),
-    ("loss-temperature", "polyview.polyview_loss(torch.zeros(4, 3, 2), 0.0)", "temperature"),
-    ("loss-offset", "polyview.polyview_loss(torch.zeros(4, 3, 2), offset=-1)", "offset must be"),
+    ("loss-temperature", "polyview_loss.polyview_loss(torch.zeros(4, 3, 2), 0.0)", "temperature"),
+    (
+        "loss-offset",
+        "polyview_loss.polyview_loss(torch.zeros(4, 3, 2), offset=-1)",
+        "offset must be",
+    ),
     ("gaussian-rho-1", "gaussian.mi_from_rho(1.0, 2)", "rho must lie in (-1, 1)"),
     ("gaussian-k1", "gaussian.sample_pairs(1, 2, 0.5)", "k must be an integer >= 2"),
     ("gaussian-d0", "gaussian.rho_from_mi(1.0, 0)", "d must be an integer >= 1"),
@@ -216,8 +220,8 @@ def _namespace() -> dict:
     import importlib
 
     modules = (
-        "arrays barlow bounds catalogue classical critics estimation gaussian polyview sogclr "
-        "tasks tiled"
+        "arrays barlow bounds catalogue classical critics estimation gaussian polyview "
+        "polyview_loss sogclr tasks tiled"
     )
     names = {n: importlib.import_module(f"mibounds.{n}") for n in modules.split()}
     datasets = importlib.import_module("mibounds.vision.datasets")
@@ -273,7 +277,7 @@ OUT_OF_RANGE = {
     "flip_p": -0.1, "proj_hidden": 0, "proj_dim": 0, "temperature": 0.0, "batch_size": 1,
     "epochs": -1, "lr": 0.0, "momentum": 1.0, "weight_decay": -1.0, "warmup_epochs": -1.0,
     "seed": -1, "workers": -1, "probe_epochs": 0, "knn_k": 0, "knn_temperature": 0.0,
-    "dist_timeout": 0.0,
+    "dist_timeout": 0.0, "memory_budget": 0.0,
 }  # fmt: skip
 CONFIGS = "configs and grids"
 

@@ -27,6 +27,7 @@ from mibounds.gaussian import (
     one_vs_rest_mi,
     sample_views,
 )
+from mibounds.polyview_loss import PolyViewLoss, polyview_loss
 
 SIZES = [(2, 2), (3, 4), (5, 3), (4, 6)]  # (K, M)
 TIGHT = {"rel": 1e-10, "abs": 1e-10}  # float64 against a float64 loop reference
@@ -108,7 +109,7 @@ Z_FUNCTIONS = {
     ),
     **{
         f"loss_{neg}_{agg}": (
-            functools.partial(P.polyview_loss, temperature=0.3, aggregate=agg, negatives=neg),
+            functools.partial(polyview_loss, temperature=0.3, aggregate=agg, negatives=neg),
             functools.partial(ref.polyview_loss, temperature=0.3, aggregate=agg, negatives=neg),
         )
         for neg in P.NEGATIVES
@@ -210,7 +211,7 @@ def test_loss_with_extra_candidates_and_offset_matches_loop_reference(
     z = random_views((3, 4, 5), seed=1)
     candidates = random_views((7, 4, 5), seed=2)
     candidates[2:5] = z + 0.1  # the anchors' positives sit at rows offset + i
-    value = P.polyview_loss(z, 0.5, aggregate, negatives, candidates=candidates, offset=2)
+    value = polyview_loss(z, 0.5, aggregate, negatives, candidates=candidates, offset=2)
     expected = ref.polyview_loss(z, 0.5, aggregate, negatives, candidates, 2)
     assert value.item() == pytest.approx(expected.item(), **TIGHT)
 
@@ -218,10 +219,10 @@ def test_loss_with_extra_candidates_and_offset_matches_loop_reference(
 def test_loss_on_a_stack_matches_each_slice() -> None:
     z = random_views((2, 4, 3, 5), seed=4)
     for negatives in P.NEGATIVES:
-        out = P.polyview_loss(z, 0.2, negatives=negatives)
+        out = polyview_loss(z, 0.2, negatives=negatives)
         assert out.shape == (2,)
         for r in range(2):
-            expected = P.polyview_loss(z[r], 0.2, negatives=negatives)
+            expected = polyview_loss(z[r], 0.2, negatives=negatives)
             assert out[r].item() == pytest.approx(expected.item(), **TIGHT)
 
 
@@ -233,7 +234,7 @@ def test_estimators_work_under_vmap_without_value_checks() -> None:
         (P.arithmetic, S),
         (P.geometric, S),
         (P.sufficient_statistics, z),
-        (P.polyview_loss, z),
+        (polyview_loss, z),
     ]:
         mapped = torch.vmap(functools.partial(fn, validate_args=False))(x)
         torch.testing.assert_close(mapped, fn(x), rtol=1e-12, atol=1e-12)
@@ -271,7 +272,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 def test_all_view_loss_at_two_views_is_nt_xent(dtype: torch.dtype, aggregate: str) -> None:
     z = random_views((32, 2, 16), seed=7).to(dtype)
     expected = nt_xent(z[:, 0], z[:, 1], 0.1)
-    loss = P.polyview_loss(z, 0.1, aggregate, "all_views")
+    loss = polyview_loss(z, 0.1, aggregate, "all_views")
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6, rel=0)
 
 
@@ -281,7 +282,7 @@ def test_same_view_loss_is_log_k_minus_the_bound(aggregate: str) -> None:
     zn = nnf.normalize(z, dim=-1)
     S = torch.einsum("iad,jbd->iajb", zn, zn) / 0.25
     bound = P.arithmetic(S) if aggregate == "arithmetic" else P.geometric(S)
-    loss = P.polyview_loss(z, 0.25, aggregate, "same_view")
+    loss = polyview_loss(z, 0.25, aggregate, "same_view")
     assert loss.item() == pytest.approx(math.log(6) - bound.item(), **TIGHT)
 
 
@@ -466,11 +467,11 @@ def test_trainable_critics_plug_into_every_estimator(name: str) -> None:
 
 def test_module_matches_function_and_says_it_is_not_a_bound() -> None:
     z = random_views((5, 3, 4), seed=9)
-    module = P.PolyViewLoss(temperature=0.2, aggregate="geometric")
+    module = PolyViewLoss(temperature=0.2, aggregate="geometric")
     assert module(z).item() == pytest.approx(
-        P.polyview_loss(z, 0.2, "geometric", "all_views").item(), **TIGHT
+        polyview_loss(z, 0.2, "geometric", "all_views").item(), **TIGHT
     )
-    assert "not" in P.PolyViewLoss.__doc__ and "bound" in P.PolyViewLoss.__doc__
+    assert "not" in PolyViewLoss.__doc__ and "bound" in PolyViewLoss.__doc__
 
 
 @pytest.mark.parametrize("negatives", P.NEGATIVES)
@@ -482,12 +483,10 @@ def test_gathered_loss_averaged_over_ranks_is_the_global_loss(negatives: str) ->
     losses = []
     for rank in range(2):
         local = z_global[4 * rank : 4 * rank + 4]
-        module = P.PolyViewLoss(
-            0.3, negatives=negatives, gather=lambda _, r=rank: (z_global, 4 * r)
-        )
+        module = PolyViewLoss(0.3, negatives=negatives, gather=lambda _, r=rank: (z_global, 4 * r))
         losses.append(module(local))
     total = (losses[0] + losses[1]) / 2
-    expected = P.polyview_loss(z_global, 0.3, negatives=negatives)
+    expected = polyview_loss(z_global, 0.3, negatives=negatives)
     assert total.item() == pytest.approx(expected.item(), **TIGHT)
     (grad,) = torch.autograd.grad(total, z_global)
     (expected_grad,) = torch.autograd.grad(expected, z_global)
@@ -514,9 +513,9 @@ def test_half_precision_is_computed_in_float32(dtype: torch.dtype) -> None:
     z32 = random_views((6, 4, 8), seed=12).float()
     eps = torch.finfo(dtype).eps
     for negatives in P.NEGATIVES:
-        loss = P.polyview_loss(z32.to(dtype), 0.1, negatives=negatives)
+        loss = polyview_loss(z32.to(dtype), 0.1, negatives=negatives)
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
-        assert abs(loss.item() - P.polyview_loss(z32, 0.1, negatives=negatives).item()) <= (
+        assert abs(loss.item() - polyview_loss(z32, 0.1, negatives=negatives).item()) <= (
             4 * eps / 0.1
         )
     ss = P.sufficient_statistics(z32.to(dtype))
@@ -545,13 +544,13 @@ def test_all_view_estimates_are_the_constant_minus_the_loss(
     z = random_views(shape, seed=sum(shape))
     k, m = shape[-3], shape[-2]
     S = cosine_scores(z, 0.3)
-    loss = P.polyview_loss(z, 0.3, aggregate, "all_views")
+    loss = polyview_loss(z, 0.3, aggregate, "all_views")
     estimate = P.contrastive_estimate(S, aggregate, "all_views")
     torch.testing.assert_close(estimate, math.log(1 + m * (k - 1)) - loss, rtol=0, atol=1e-10)
     if aggregate != "arithmetic_printed":
         by_name = getattr(P, aggregate)(S, negatives="all_views")
         torch.testing.assert_close(by_name, estimate, rtol=0, atol=1e-10)
-    pairs = P.polyview_loss(z, 0.3, "geometric", "view_pairs")
+    pairs = polyview_loss(z, 0.3, "geometric", "view_pairs")
     multicrop = P.multicrop(S, negatives="all_views")
     torch.testing.assert_close(multicrop, math.log(2 * k - 1) - pairs, rtol=0, atol=1e-10)
 
@@ -581,14 +580,14 @@ def test_the_printed_arithmetic_line_is_a_soft_max_that_differs_from_the_bound_f
     function of the per-pair losses, at least their maximum minus log K (a soft-max) where the
     soft-min form is at most their mean."""
     z2 = random_views((6, 2, 4), seed=1)
-    printed = P.polyview_loss(z2, 0.2, "arithmetic_printed", negatives)
-    soft_min = P.polyview_loss(z2, 0.2, "arithmetic", negatives)
+    printed = polyview_loss(z2, 0.2, "arithmetic_printed", negatives)
+    soft_min = polyview_loss(z2, 0.2, "arithmetic", negatives)
     torch.testing.assert_close(printed, soft_min - math.log(6), rtol=0, atol=1e-10)
     for m in (3, 5):
         z = random_views((6, m, 4), seed=m)
-        printed = P.polyview_loss(z, 0.2, "arithmetic_printed", negatives)
-        soft_min = P.polyview_loss(z, 0.2, "arithmetic", negatives)
-        geometric = P.polyview_loss(z, 0.2, "geometric", negatives)
+        printed = polyview_loss(z, 0.2, "arithmetic_printed", negatives)
+        soft_min = polyview_loss(z, 0.2, "arithmetic", negatives)
+        geometric = polyview_loss(z, 0.2, "geometric", negatives)
         shifted = printed.item() + math.log(6)  # mean_{i,a} logsumexp_b CE
         assert abs(shifted - soft_min.item()) > 1e-3
         assert shifted > geometric.item() >= soft_min.item()
@@ -695,33 +694,33 @@ def test_bad_embedding_shapes_raise(shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         P.sufficient_statistics(z)
     with pytest.raises(ValueError, match=match):
-        P.polyview_loss(z)
+        polyview_loss(z)
 
 
 def test_bad_loss_arguments_raise() -> None:
     z = random_views((4, 3, 2), seed=0)
     for temperature in (0.0, -1.0, math.inf):
         with pytest.raises(ValueError, match="temperature"):
-            P.polyview_loss(z, temperature)
+            polyview_loss(z, temperature)
         with pytest.raises(ValueError, match="temperature"):
-            P.PolyViewLoss(temperature)
+            PolyViewLoss(temperature)
     with pytest.raises(
         ValueError,
         match=r"aggregate must be one of \('arithmetic', 'geometric', 'arithmetic_printed'\)",
     ):
-        P.polyview_loss(z, aggregate="harmonic")
+        polyview_loss(z, aggregate="harmonic")
     with pytest.raises(ValueError, match="aggregate must be one of"):
         P.set_scores(torch.zeros(2, 2, 2, 2), "harmonic")
     with pytest.raises(
         ValueError, match=r"negatives must be one of \('all_views', 'same_view', 'view_pairs'\)"
     ):
-        P.PolyViewLoss(negatives="memory_bank")
+        PolyViewLoss(negatives="memory_bank")
     with pytest.raises(ValueError, match=r"candidates must have shape \(\.\.\., N, M, D\)"):
-        P.polyview_loss(z, candidates=torch.zeros(6, 2, 2))
+        polyview_loss(z, candidates=torch.zeros(6, 2, 2))
     with pytest.raises(ValueError, match="offset"):
-        P.polyview_loss(z, candidates=torch.zeros(6, 3, 2), offset=3)
+        polyview_loss(z, candidates=torch.zeros(6, 3, 2), offset=3)
     with pytest.raises(ValueError, match="offset"):
-        P.polyview_loss(z, offset=-1)
+        polyview_loss(z, offset=-1)
 
 
 def test_bad_readings_raise_naming_the_argument() -> None:

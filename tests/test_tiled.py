@@ -16,7 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mibounds import polyview as P
 from mibounds import sogclr
-from mibounds.tiled import negatives_logsumexp
+from mibounds.polyview_loss import polyview_loss
+from mibounds.tiled import cosine_terms, negatives_logsumexp
 
 # rounding of float32 / float64 logsumexps and matmuls over a few dozen terms; the brief of the
 # tiled path is agreement with the dense one to 1e-5 (float32) and 1e-10 (float64)
@@ -136,12 +137,12 @@ def test_tiled_with_large_scores_and_one_row_blocks():
 
 
 def test_automatic_choice_follows_the_budget():
-    """Dense when three score-sized buffers fit the budget, else tiled: the same numbers."""
+    """Dense when two score-sized buffers fit the budget, else tiled: the same numbers."""
     anchors = embeddings((8, 2, 4), 7) / 0.1
     candidates = embeddings((8, 2, 4), 8)
     scores_bytes = 8 * 2 * 2 * 8 * 8
-    dense = values_and_grads(anchors, candidates, 0, 0, memory_budget=3 * scores_bytes)
-    tiled = values_and_grads(anchors, candidates, 0, 0, memory_budget=3 * scores_bytes - 1)
+    dense = values_and_grads(anchors, candidates, 0, 0, memory_budget=2 * scores_bytes)
+    tiled = values_and_grads(anchors, candidates, 0, 0, memory_budget=2 * scores_bytes - 1)
     for x, y in zip(dense, tiled, strict=True):
         assert_close(x, y, 1e-10)
 
@@ -262,12 +263,73 @@ def test_polyview_loss_in_blocks_equals_the_dense_loss(negatives, aggregate, k, 
     if k == 1 and not extra:
         pytest.skip("one anchor needs gathered candidates")
     args = {"temperature": 0.1, "aggregate": aggregate, "negatives": negatives}
-    expected = loss_and_grad(P.polyview_loss, k, 3, 20, extra, **args)
+    expected = loss_and_grad(polyview_loss, k, 3, 20, extra, **args)
     for rows in (2, 3):
         budget = {"memory_budget": budget_for(k, 3, rows)}
-        got = loss_and_grad(P.polyview_loss, k, 3, 20, extra, **args, **budget)
+        got = loss_and_grad(polyview_loss, k, 3, 20, extra, **args, **budget)
         for x, y in zip(got, expected, strict=True):
             assert_close(x, y, 1e-10)
+
+
+@pytest.mark.parametrize("extra", [0, 5])
+def test_cosine_terms_dense_and_tiled_match_the_definition(extra):
+    """pos and neg of cosine scores over a temperature, dense (the positives read off the same
+    scores) and in blocks of 2 rows (their own matmul): the definition's values and the same
+    gradients for every weighting of the two outputs (float64, 1e-10)."""
+    k, m, tau = 4, 3, 0.2
+    every = embeddings((k + extra, m, 5), 30) * 3.0  # not unit length: normalised inside
+    offset = extra // 2
+    u = nnf.normalize(every, dim=-1)
+    anchors, own = u[offset : offset + k], u[offset : offset + k]
+    expected_pos = torch.einsum("iad,ibd->iab", anchors, own) / tau
+    expected_neg = reference(anchors / tau, u, offset)
+    results = []
+    for budget in (2**40, budget_for(k, m, 2)):
+        z = every.clone().requires_grad_()
+        pos, neg = cosine_terms(
+            z[offset : offset + k] if extra else z,
+            tau,
+            **({"candidates": z, "offset": offset} if extra else {}),
+            memory_budget=budget,
+        )
+        assert_close(pos, expected_pos, 1e-12)
+        assert_close(neg, expected_neg, 1e-12)
+        g = torch.Generator().manual_seed(31)
+        weights = torch.randn((2, *pos.shape), generator=g, dtype=pos.dtype)
+        for w_pos, w_neg in ((weights[0], weights[1]), (weights[0], 0.0), (0.0, weights[1])):
+            (grad,) = torch.autograd.grad(
+                (pos * w_pos).sum() + (neg * w_neg).sum(), z, retain_graph=True
+            )
+            results.append(grad)
+    for dense, tiled in zip(results[:3], results[3:], strict=True):
+        assert_close(dense, tiled, 1e-10)
+
+
+def test_dense_terms_are_twice_differentiable():
+    """gradgradcheck of the dense path with both outputs used (the positives' gradient is
+    written at the own samples of the recomputed softmax under create_graph)."""
+    anchors = (embeddings((3, 2, 4), 32) / 0.5).requires_grad_()
+    candidates = embeddings((5, 2, 4), 33).requires_grad_()
+
+    def both(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        pos, neg = cosine_terms(a, 0.5, candidates=c, offset=1)
+        return (pos**2).sum() + (neg * pos).sum()
+
+    assert torch.autograd.gradcheck(both, (anchors, candidates))
+    assert torch.autograd.gradgradcheck(both, (anchors, candidates))
+
+
+@pytest.mark.parametrize("aggregate", P.LOSS_AGGREGATES)
+def test_excluded_target_views_get_exactly_zero_gradient(aggregate):
+    """Same-view candidates: the scores S[i, a, j, a] (target view b = a, excluded from every
+    aggregate) get a gradient of exactly 0, not exp(4 log eps)-sized numbers, which reached the
+    embeddings' matmuls as float32 subnormals and slowed them on CPU."""
+    s = torch.randn(6, 3, 6, 3, generator=torch.Generator().manual_seed(34)).requires_grad_()
+    P.contrastive_estimate(s, aggregate, "same_view").backward()
+    same_view = s.grad.diagonal(dim1=1, dim2=3)  # (K, K, M): [i, j, a] = grad S[i, a, j, a]
+    assert (same_view == 0).all()
+    per_view_pair = s.grad.abs().sum((0, 2))  # (M, M): [a, b]
+    assert (per_view_pair > 0).sum() == 3 * 2  # every pair a != b does get gradient
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.9])

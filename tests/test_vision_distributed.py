@@ -52,6 +52,11 @@ OBJECTIVES = {
     "sogclr": ("sogclr", {}),
     "barlow_multiview": ("barlow_multiview", {}),  # a statistic of the global batch
 }
+# the embedding-level losses forced onto their tiled path (mibounds.tiled) in the two processes,
+# against the dense single process: a budget of 512 bytes leaves blocks of one candidate row
+# (two buffers of K / W * M * M float32 scores per row: 288 bytes)
+TILED = {f"{name}-tiled": name for name in ("arithmetic-all-views", "multicrop-nt-xent", "sogclr")}
+TINY_BUDGET = 512
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +74,9 @@ def _model() -> Encoder:
 
 
 def _run(model: torch.nn.Module, name: str, gather, views, indices, warm_views):
-    entry, params = OBJECTIVES[name]
-    objective = build_objective(entry, LossContext(0.2, M, 200, gather), **params)
+    entry, params = OBJECTIVES[TILED.get(name, name)]
+    budget = TINY_BUDGET if name in TILED else 2**30
+    objective = build_objective(entry, LossContext(0.2, M, 200, gather, budget), **params)
     with torch.no_grad():
         compute_loss(model, objective, warm_views, indices)
     loss = compute_loss(model, objective, views, indices)
@@ -87,7 +93,7 @@ def _worker(rank: int, port: int, path: str) -> None:
     warm_views = _batch(seed=1)[0]
     share = slice(rank * K // WORLD, (rank + 1) * K // WORLD)
     results = {}
-    for name in OBJECTIVES:
+    for name in [*OBJECTIVES, *TILED]:
         model = _model()
         ddp = DistributedDataParallel(model)
         loss, state = _run(
@@ -110,6 +116,10 @@ def _worker(rank: int, port: int, path: str) -> None:
     sogclr = config.replace(objective="sogclr", out=str(Path(path).parent / "sogclr"))
     train(sogclr)
     results["sogclr_trainer"] = load_checkpoint(sogclr.out)["objective"] if rank == 0 else None
+    # the same with the scores in blocks (--memory-budget of about 1 KiB)
+    tiled = sogclr.replace(memory_budget=1e-6, out=str(Path(path).parent / "sogclr-tiled"))
+    train(tiled)
+    results["sogclr_tiled_trainer"] = load_checkpoint(tiled.out)["objective"] if rank == 0 else None
     torch.save(results, f"{path}.{rank}")
     dist.destroy_process_group()
 
@@ -127,11 +137,12 @@ def two_processes(tmp_path_factory):
     return [torch.load(f"{path}.{rank}", weights_only=False) for rank in range(WORLD)]
 
 
-@pytest.mark.parametrize("name", OBJECTIVES)
+@pytest.mark.parametrize("name", [*OBJECTIVES, *TILED])
 def test_ddp_loss_and_gradients_equal_one_process(two_processes, name: str) -> None:
+    """Each objective in two processes (the tiled ones in blocks) against the dense one."""
     views, indices = _batch()
     model = _model()
-    loss, state = _run(model, name, None, views, indices, _batch(seed=1)[0])
+    loss, state = _run(model, TILED.get(name, name), None, views, indices, _batch(seed=1)[0])
     scale = max(float(p.grad.abs().max()) for p in model.parameters())
     for rank, result in enumerate(two_processes):
         ddp_loss, ddp_grads, ddp_state = result[name]
@@ -142,7 +153,7 @@ def test_ddp_loss_and_gradients_equal_one_process(two_processes, name: str) -> N
             )
         for key, value in state.items():  # the objective's state: the same in every process
             torch.testing.assert_close(ddp_state[key], value, rtol=1e-4, atol=1e-6, msg=(rank, key))
-    if name == "sogclr":  # the state compared above is the visited one, and only there
+    if name.startswith("sogclr"):  # the state compared above is the visited one, and only there
         assert torch.equal(state["visited"], (torch.arange(200) >= 100) & (torch.arange(200) < 108))
 
 
@@ -165,3 +176,8 @@ def test_trainer_under_two_processes(two_processes) -> None:
     # SogCLR: 2 global steps over the 16 items, half of each step's items in each process: every
     # item's u reached process 0's state
     assert two_processes[0]["sogclr_trainer"]["visited"].all()
+    # the trainer's --memory-budget reaches the loss: in blocks, the same state to rounding
+    dense, tiled = (two_processes[0][key] for key in ("sogclr_trainer", "sogclr_tiled_trainer"))
+    assert dense.keys() == tiled.keys()
+    for key, value in dense.items():
+        torch.testing.assert_close(tiled[key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -12,7 +12,7 @@ import torch.nn.functional as nnf
 
 from mibounds.barlow import multiview_barlow
 from mibounds.catalogue import CATALOGUE, Entry, register
-from mibounds.polyview import polyview_loss
+from mibounds.polyview_loss import polyview_loss
 from mibounds.sogclr import sogclr_loss
 from mibounds.vision.objectives import LossContext as ObjectiveContext
 from mibounds.vision.objectives import build_objective, cosine_scores

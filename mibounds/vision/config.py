@@ -52,6 +52,7 @@ EXECUTION_FIELDS = frozenset(
         "knn_k",
         "knn_temperature",
         "dist_timeout",
+        "memory_budget",
     }
 )
 """Fields that change how a run is executed or evaluated, not what it trains: a run may be
@@ -317,6 +318,14 @@ class TrainConfig:
     knn_temperature: float = option(
         0.1, "kNN temperature", group=_RUN, check=real_in(0.0, low_open=True)
     )
+    memory_budget: float = option(
+        1.0,
+        "GiB the loss's (K, M, N, M) scores may take per process; past it the embedding-level "
+        "losses compute them in blocks, memory linear in K M (the same values)",
+        group=_RUN,
+        check=real_in(0.0, low_open=True),
+        metavar="GIB",
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the fields once, here
@@ -379,7 +388,7 @@ class TrainConfig:
         import hashlib
         import json
 
-        skip = ("seed", "out", "device", "progress", "workers", "dist_timeout")
+        skip = ("seed", "out", "device", "progress", "workers", "dist_timeout", "memory_budget")
         values = {k: v for k, v in self.to_dict().items() if k not in skip}
         text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -257,7 +257,8 @@ class _Run:
             if env.distributed
             else model
         )
-        ctx = LossContext(config.temperature, config.views, n, gather_hook(env))
+        budget = max(1, round(config.memory_budget * 2**30))  # GiB -> bytes
+        ctx = LossContext(config.temperature, config.views, n, gather_hook(env), budget)
         self.objective = build_objective(config.objective, ctx, **config.objective_params).to(
             env.device
         )
