@@ -1,5 +1,5 @@
 """SogCLR and multi-view Barlow Twins on digits, beside SimCLR trained by the same command, in
-the set-up of ``digits_polyview`` (docs/experiments.md).
+the set-up of ``digits_polyview`` (docs/experiments.md#digits-baselines).
 
 - SogCLR (Yuan et al. 2022, ``mibounds.sogclr``), M = 2, for E, 2E and 4E epochs, against
   SimCLR for the same epochs. SogCLR replaces each anchor's minibatch partition by a moving

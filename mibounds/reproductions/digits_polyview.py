@@ -1,5 +1,6 @@
 """Shidani et al. 2024 (Poly-View Contrastive Learning) at CPU scale, on scikit-learn's digits:
-spending a training budget on more views per image M instead of more epochs (docs/experiments.md).
+spending a training budget on more views per image M instead of more epochs
+(docs/experiments.md#digits-polyview).
 
 SimCLR (M = 2) trained for E, 2E and 4E epochs spends relative compute 1, 2, 4 on epochs;
 Multi-Crop, Geometric, Arithmetic and Sufficient Statistics at M = 4, 8 for E epochs spend
