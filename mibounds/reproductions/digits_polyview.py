@@ -277,22 +277,25 @@ def _findings(comparison: pd.DataFrame, df: pd.DataFrame, floor: pd.DataFrame, s
     if comparison.empty:
         return "No poly-view configuration has a SimCLR run at its relative compute."
     dof, t_crit, chance = t_stats(seeds, len(comparison))
-    text = (
-        f"Largest |kNN difference|: {comparison.knn_diff.abs().max():.1f} points; largest "
-        f"|difference / standard error|: {comparison.knn_z.abs().max():.1f} (kNN), "
-        f"{comparison.linear_z.abs().max():.1f} (linear). "
-    )
-    for metric, name in (("knn", "kNN"), ("linear", "linear probe")):
-        z = comparison[f"{metric}_z"]
-        big = comparison[z.abs() >= 2]
-        views = int((big[f"{metric}_z"] > 0).sum())
-        text += f"{name}: {len(big)} of {len(comparison)} differences reach 2 standard errors"
-        if len(big):
-            at = ", ".join(f"{c:g}" for c in sorted(set(big["compute"])))
-            epochs = len(big) - views
-            text += f" ({views} for more views, {epochs} for more epochs, at relative compute {at})"
-        text += ". "
-    if dof >= 1:
+    text = f"Largest |kNN difference|: {comparison.knn_diff.abs().max():.1f} points. "
+    if dof < 1:
+        text += "With one seed per configuration there are no standard errors. "
+    else:
+        text += (
+            f"Largest |difference / standard error|: {comparison.knn_z.abs().max():.1f} (kNN), "
+            f"{comparison.linear_z.abs().max():.1f} (linear). "
+        )
+        for metric, name in METRICS.items():
+            big = comparison[comparison[f"{metric}_z"].abs() >= 2]
+            views = int((big[f"{metric}_z"] > 0).sum())
+            text += f"{name}: {len(big)} of {len(comparison)} differences reach 2 standard errors"
+            if len(big):
+                at = ", ".join(f"{c:g}" for c in sorted(set(big["compute"])))
+                epochs = len(big) - views
+                text += (
+                    f" ({views} for more views, {epochs} for more epochs, at relative compute {at})"
+                )
+            text += ". "
         text += (
             f"With {seeds} + {seeds} seeds the ratio is roughly a t statistic on {dof} degrees "
             f"of freedom: |t| > {t_crit:.1f} for 5 %, and {chance:.1f} of {len(comparison)} "
