@@ -130,7 +130,7 @@ def difference(own: pd.DataFrame, base: pd.DataFrame) -> dict[str, float]:
     """
     row = {}
     for metric in METRICS:
-        diff = own[metric].mean() - base[metric].mean()
+        diff = float(own[metric].mean() - base[metric].mean())
         se = math.sqrt(own[metric].var() / len(own) + base[metric].var() / len(base))
         row[f"{metric}_diff"] = 100 * diff
         row[f"{metric}_z"] = diff / se if se > 0 else math.nan
