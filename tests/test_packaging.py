@@ -37,7 +37,8 @@ def run(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_wheel_reproduces_from_its_own_grids_outside_the_checkout(installed, tmp_path):
     where = run(installed, "-c", "import mibounds; print(mibounds.__file__)", cwd=tmp_path)
     assert Path(where.stdout.strip()).is_relative_to(installed), where.stderr
-    for name in ("eqco-toy", "polyview-gaussian", "poole-staircase", "sogclr-gaussian"):
+    names = ("eqco-toy", "polyview-gaussian", "poole-staircase", "sogclr-gaussian")
+    for name in (*names, "digits-polyview", "digits-baselines"):
         dry = run(
             installed, "-m", "mibounds", "reproduce", name, "--quick", "--dry-run", cwd=tmp_path
         )

@@ -188,3 +188,116 @@ def test_known_mi_writes_table_and_figure_and_resumes_without_redoing_runs(
         assert r["bias"] == pytest.approx(r["value"] - r["true_mi"])
     cca = {r["seed"]: r["value"] for r in records if r["estimator"] == "cca"}
     assert len(set(cca.values())) == len(cca)
+
+
+# ------------------------------------------------------------------- the digits reproductions
+
+TINY_RUN = """
+name = "{name}"
+trainer = "vision"
+seeds = 1  # one seed: the tables show means without sd, differences without standard errors
+
+[run]
+image_size = 8
+subset = 16
+batch_size = 8
+proj_hidden = 16
+proj_dim = 8
+optimizer = "adamw"
+lr = 1e-3
+warmup_epochs = 0.0
+flip_p = 0.0
+workers = 0
+probe_epochs = 2
+knn_k = 5
+epochs = 1
+"""
+TINY_GRIDS = {
+    "digits-polyview": """
+[[grid]]
+objective = "simclr"
+epochs = [1, 2]
+[[grid]]
+objective = {name = "arithmetic", negatives = "all_views"}
+views = 4
+[[grid]]
+objective = "simclr"
+epochs = 0
+""",
+    "digits-baselines": """
+[[grid]]
+objective = ["simclr", {name = "sogclr", gamma = 0.9}]
+[[grid]]
+objective = {name = "barlow_multiview", beta = 0.08}
+proj_dim = 16
+views = [2, 4]
+[[grid]]
+objective = {name = "barlow_multiview", beta = 0.0051}
+proj_hidden = 32
+proj_dim = 32
+[[grid]]
+objective = "simclr"
+epochs = 0
+""",
+}
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("name", sorted(TINY_GRIDS))
+def test_a_tiny_digits_reproduction_writes_its_table_and_figure(tmp_path, capsys, name):
+    from mibounds.cli import main
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_RUN.format(name=name) + TINY_GRIDS[name])
+    common = ["reproduce", name, "--config", str(config), "--out", str(tmp_path / "out")]
+    common += ["--device", "cpu", "--no-progress"]
+    assert main([*common, "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    runs = load_grid(name, config).n_runs
+    assert f"{runs} runs, {runs} pending" in listing and "epochs=0" in listing
+    assert main(common) == 0
+    table, figure = {
+        "digits-polyview": ("vision_digits.md", "vision_digits.png"),
+        "digits-baselines": ("vision_digits_baselines.md", "vision_digits_baselines.png"),
+    }[name]
+    text = (tmp_path / "out" / table).read_text()
+    assert (tmp_path / "out" / figure).stat().st_size > 10_000
+    assert "Untrained encoder (floor): kNN " in text and f"`mibounds reproduce {name}" in text
+    assert f"]({figure})" in text  # the figure beside the table
+    if name == "digits-polyview":
+        # one comparison row: Arithmetic at M = 4 (K fixed, relative compute 2) against SimCLR
+        # at 2 epochs; SimCLR's rows show 1 and 2 epochs at relative compute 1 and 2
+        assert "| 2.0 | Arithmetic PVC | 4 | K fixed |" in text
+        assert "| SimCLR | 2 | 8 | both | 2 | 2 | 4 |" in text
+    else:
+        assert "| SogCLR | 1 | 2 | 8 | 1 |" in text
+        assert "D 16, beta 0.08 - D 32, beta 0.0051" in text
+        assert "A --quick run" not in text and "has no SimCLR rows" in text
+    assert main([*common, "--dry-run"]) == 0  # a rerun trains nothing
+    assert f"{runs} runs, 0 pending" in capsys.readouterr().out
+
+
+def test_the_digits_grids_are_the_scripts_runs():
+    """The packaged grids hold the 60 + 3 and 33 + 3 runs of the two former scripts, 3 seeds."""
+    polyview, baselines = load_grid("digits-polyview"), load_grid("digits-baselines")
+    assert (polyview.n_runs, baselines.n_runs) == (63, 36) and polyview.seeds == (0, 1, 2)
+    kxm = {(s.views, s.batch_size) for s in polyview.settings if s.views > 2}
+    assert kxm == {(4, 32), (8, 32), (4, 16), (8, 8)}
+    assert {s.objective_params.get("negatives") for s in polyview.settings if s.views > 2} == {
+        "all_views",
+        None,
+    }
+    barlow = {
+        (s.proj_dim, s.objective_params["beta"], s.views)
+        for s in baselines.settings
+        if s.objective == "barlow_multiview"
+    }
+    assert barlow == {
+        (64, 0.08, 2),
+        (64, 0.08, 4),
+        (1024, 0.0051, 2),
+        (1024, 0.0051, 4),
+        (64, 0.0051, 2),
+    }
+    for sweep in (polyview, baselines, load_grid("digits-polyview", quick=True)):
+        assert sum(s.epochs == 0 for s in sweep.settings) == 1  # the floor

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+import mibounds.vision.sweeps  # noqa: F401 (registers the "vision" kind: the digits grids)
 from mibounds._checks import add_once
 from mibounds.harness.config import Sweep, load_sweep
 from mibounds.harness.sweep import run_sweep
@@ -73,6 +74,16 @@ for _entry in (
         "sogclr-gaussian",
         "Yuan et al. 2022 SogCLR: global estimate and critic vs InfoNCE at small/large K",
         "sogclr_gaussian",
+    ),
+    Reproduction(
+        "digits-polyview",
+        "Shidani et al. 2024 on digits: more views (M = 4, 8) against more epochs at equal compute",
+        "digits_polyview",
+    ),
+    Reproduction(
+        "digits-baselines",
+        "SogCLR against SimCLR, multi-view Barlow Twins' projector width against beta, on digits",
+        "digits_baselines",
     ),
 ):
     register(_entry)

@@ -38,13 +38,13 @@ def markdown_table(frame: pd.DataFrame, index_name: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def mean_sd(values: pd.Series) -> str:
-    """``mean ± sd`` over seeds (sd omitted for one seed)."""
+def mean_sd(values: pd.Series, digits: int = 3) -> str:
+    """``mean ± sd`` over seeds with ``digits`` decimals (sd omitted for one seed)."""
     values = values.astype(float)
-    mean = round(values.mean(), 3) + 0.0  # + 0.0: no "-0.000"
+    mean = round(values.mean(), digits) + 0.0  # + 0.0: no "-0.000"
     if len(values) < 2:
-        return f"{mean:.3f}"
-    return f"{mean:.3f} ± {values.std():.3f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {values.std():.{digits}f}"
 
 
 def pm_table(frame: pd.DataFrame, index: str | list[str], columns: str, value: str) -> pd.DataFrame:
