@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from mibounds.reproductions.digits_polyview import (
+    COLUMNS,
     DIFF_COLUMNS,
     METRICS,
     compute_axis,
@@ -224,16 +225,7 @@ def _shown(summary: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     for key in ("width", "beta"):
         if key in show:
             show[key] = show[key].map(lambda v: f"{v:g}")
-    names = {
-        **columns,
-        "views": "M",
-        "batch_size": "K",
-        "relative_compute": "rel. compute",
-        "knn": "kNN top-1 (%)",
-        "linear": "linear top-1 (%)",
-        "final_loss": "final loss",
-        "seconds": "s / run",
-    }
+    names = {**columns, **COLUMNS}
     return show[list(names)].rename(columns=names)
 
 

@@ -56,6 +56,18 @@ DIFF_COLUMNS = {
 }
 
 
+COLUMNS = {
+    "views": "M",
+    "batch_size": "K",
+    "relative_compute": "rel. compute",
+    "knn": "kNN top-1 (%)",
+    "linear": "linear top-1 (%)",
+    "final_loss": "final loss",
+    "seconds": "s / run",
+}
+"""The image tables' column headings, by record field (both digits reports)."""
+
+
 def digits_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """``(trained, floor, config)`` from a digits reproduction's records: the trained runs
     (``epochs > 0``) a row each with ``objective, views, batch_size, epochs, seed, regime,
@@ -332,17 +344,7 @@ def _show_summary(summary: pd.DataFrame) -> pd.DataFrame:
     show["final_loss"] = show.final_loss.map(lambda v: f"{v:.3f}")
     show["seconds"] = show.seconds.map(lambda v: f"{v:.0f}")
     show["relative_compute"] = show.relative_compute.map(lambda v: f"{v:g}")
-    return show.rename(
-        columns={
-            "views": "M",
-            "batch_size": "K",
-            "relative_compute": "rel. compute",
-            "knn": "kNN top-1 (%)",
-            "linear": "linear top-1 (%)",
-            "final_loss": "final loss",
-            "seconds": "s / run",
-        }
-    )
+    return show.rename(columns=COLUMNS)
 
 
 def report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
