@@ -22,7 +22,6 @@ Run by hand (about a minute per thread count on two cores):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import statistics
 import sys
@@ -61,13 +60,6 @@ VARIANTS = {
 }
 
 
-def _step(fn: Callable[[Tensor], Tensor], z: Tensor, autocast: bool) -> None:
-    """Forward (under bf16 autocast if asked) and backward."""
-    with torch.autocast(z.device.type, torch.bfloat16) if autocast else contextlib.nullcontext():
-        loss = fn(z)
-    step(lambda _: loss, z)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -97,7 +89,7 @@ def main() -> None:
         z = (torch.randn(k, m, args.dim, generator=g) / args.dim**0.5).to(args.device)
         z.requires_grad_()
         fns = {"floor": floor} | {name: VARIANTS[name] for name in args.only}
-        calls = [functools.partial(_step, fn, z, args.autocast) for fn in fns.values()]
+        calls = [functools.partial(step, fn, z, args.autocast) for fn in fns.values()]
         times = dict(zip(fns, take_turns(calls, args.repeats), strict=True))
         for name, record in times.items():
             low, mid = ratio_summary(record, times["floor"])
@@ -125,7 +117,7 @@ def peer(sizes: list[int], dim: int, device: str, repeats: int, autocast: bool, 
         with torch.no_grad():
             value, expected = ours(z), theirs(z)
         difference = abs(value.item() - expected.item()) / abs(expected.item())
-        calls = [functools.partial(_step, fn, z, autocast) for fn in (ours, theirs)]
+        calls = [functools.partial(step, fn, z, autocast) for fn in (ours, theirs)]
         mine, lightly = take_turns(calls, repeats)
         low, mid = ratio_summary(mine, lightly)
         print(

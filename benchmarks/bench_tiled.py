@@ -20,7 +20,6 @@ cores):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import statistics
 import sys
@@ -63,14 +62,6 @@ def _tiled(z: Tensor, args: tuple, block: int | None) -> Tensor:
     return polyview_loss(z, *args, memory_budget=budget, validate_args=False)
 
 
-def _step(fn: Callable[[Tensor], Tensor], z: Tensor, autocast: bool) -> None:
-    """Forward (under bf16 autocast if asked) and backward."""
-    bf16 = torch.autocast(z.device.type, torch.bfloat16)
-    with bf16 if autocast else contextlib.nullcontext():
-        loss = fn(z)
-    step(lambda _: loss, z)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,7 +90,7 @@ def main() -> None:
     for k, m in (map(int, size.split(",")) for size in args.sizes):
         z = torch.randn(k, m, args.dim, generator=g).to(args.device).requires_grad_()
 
-        calls = [functools.partial(_step, fn, z, args.autocast) for fn in fns.values()]
+        calls = [functools.partial(step, fn, z, args.autocast) for fn in fns.values()]
         times = dict(zip(fns, take_turns(calls, args.repeats), strict=True))
         dense = times["dense"]
         for name, record in times.items():

@@ -7,6 +7,7 @@ function once, in turn, so a slow stretch hits them alike, and the medians are c
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -15,10 +16,13 @@ import torch
 from torch import Tensor
 
 
-def step(fn: Callable[[Tensor], Tensor], x: Tensor) -> None:
-    """One forward + backward of ``fn`` at the leaf ``x`` (waits for the GPU, if any)."""
+def step(fn: Callable[[Tensor], Tensor], x: Tensor, autocast: bool = False) -> None:
+    """One forward (under bf16 autocast if asked) + backward of ``fn`` at the leaf ``x``
+    (waits for the GPU, if any)."""
     x.grad = None
-    fn(x).backward()
+    with torch.autocast(x.device.type, torch.bfloat16) if autocast else contextlib.nullcontext():
+        loss = fn(x)
+    loss.backward()
     if x.device.type == "cuda":
         torch.cuda.synchronize()
 
