@@ -1,5 +1,3 @@
-import sys
+from mibounds.cli import entry
 
-from mibounds.cli import main
-
-sys.exit(main())
+entry()

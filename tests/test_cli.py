@@ -109,3 +109,28 @@ def test_help_explains_every_option():
     assert (args.name, args.quick, args.jobs, args.device) == ("polyview-gaussian", True, 2, "auto")
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "no-such-paper"])
+
+
+# A SIGINT sent from an atexit hook lands where a late Ctrl-C does: after the command has
+# returned, while the interpreter tears down. Left to Python it raises KeyboardInterrupt there
+# (a traceback, or exit -2 once the handlers are reset); the program ignores it.
+LATE_CTRL_C = """
+import atexit, os, signal, sys
+atexit.register(os.kill, os.getpid(), signal.SIGINT)
+sys.argv = ["mibounds", *sys.argv[1:]]
+from mibounds.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [(["plot", "no-such-results.jsonl"], 2), (["--help"], 0)],
+    ids=["a command's return", "argparse's exit"],
+)
+def test_ctrl_c_after_the_command_returned_changes_nothing(tmp_path, argv, code) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", LATE_CTRL_C, *argv], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == code, out.stderr
+    assert "KeyboardInterrupt" not in out.stderr

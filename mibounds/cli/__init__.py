@@ -14,12 +14,13 @@ of every estimator against the true MI on Poole's staircase.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import typing
 
 from mibounds.cli import estimate, harness, vision
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,3 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv or ["analytic"])
     return int(args.func(args) or 0)
+
+
+def entry() -> typing.NoReturn:
+    """The ``mibounds`` program: ``main`` on ``sys.argv``, then exit with its code.
+
+    Ctrl-C during a command is the command's to answer (``errors``: exit 130). Once the command
+    has returned, everything it does is saved, so a Ctrl-C while the interpreter tears down
+    (torch's teardown takes a while) is ignored: left to Python it would kill the process with
+    SIGINT (exit -2) after a complete run.
+    """
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before a command started (imports, parsing) or as it returned
+        print("\nmibounds: interrupted.", file=sys.stderr)
+        code = 130
+    finally:  # also after argparse's own exits (--help, a usage error)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
