@@ -49,12 +49,20 @@ from mibounds._checks import (
     resolve_device,
 )
 from mibounds.arrays import Samples, as_samples, scale, train_statistics
-from mibounds.catalogue import Entry, entry
+from mibounds.catalogue import CATALOGUE, Entry, entry
 from mibounds.harness.data import derive_seed
 from mibounds.harness.interface import Batch
 from mibounds.harness.objectives import build_objective, check_critic
 
-__all__ = ["DEFAULT_ESTIMATOR", "SELECTIONS", "Estimate", "FittedCritic", "estimate", "split"]
+__all__ = [
+    "DEFAULT_ESTIMATOR",
+    "SELECTIONS",
+    "Estimate",
+    "FittedCritic",
+    "applicable_estimators",
+    "estimate",
+    "split",
+]
 
 DEFAULT_ESTIMATOR = {"pairs": "infonce", "views": "arithmetic"}
 """The estimator used when none is named: InfoNCE on pairs (a bound, low variance, capped at
@@ -245,24 +253,33 @@ def _critic(
     return width, cls, params
 
 
-def _entry_for(name: str, kind: str) -> Entry:
-    found = entry(name)
-    wanted = ("scores",) if kind == "pairs" else ("polyview_scores", "views_and_critic")
-    fits = found.takes in wanted and not found.per_item
-    if kind == "views":
-        fits = fits and found.estimates == "one_vs_rest"
-    if not fits:
-        from mibounds.catalogue import CATALOGUE
+def applicable_estimators(views: bool) -> tuple[str, ...]:
+    """The catalogue estimators ``estimate`` trains, in catalogue order: on pairs,
+    those that take pairwise scores and keep no per-item state (``Entry.takes == "scores"``);
+    on views, the poly-view ones that estimate the one-vs-rest MI.
 
-        names = sorted(
+    Example:
+        >>> applicable_estimators(views=True)
+        ('arithmetic', 'geometric', 'arithmetic_printed', 'sufficient_statistics')
+    """
+    if views:
+        wanted = ("polyview_scores", "views_and_critic")
+        return tuple(
             n
             for n, e in CATALOGUE.items()
-            if e.takes in wanted
-            and not e.per_item
-            and (kind == "pairs" or e.estimates == "one_vs_rest")
+            if e.takes in wanted and e.estimates == "one_vs_rest" and not e.per_item
         )
+    return tuple(n for n, e in CATALOGUE.items() if e.takes == "scores" and not e.per_item)
+
+
+def _entry_for(name: str, kind: str) -> Entry:
+    found = entry(name)
+    names = applicable_estimators(views=kind == "views")
+    if name not in names:
         what = "pairs x, y" if kind == "pairs" else "views (one-vs-rest MI)"
-        raise ValueError(f"estimator {name!r} cannot estimate from {what}; use one of {names}")
+        raise ValueError(
+            f"estimator {name!r} cannot estimate from {what}; use one of {sorted(names)}"
+        )
     return found
 
 

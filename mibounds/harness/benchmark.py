@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from mibounds._checks import check_at_least, suggest
-from mibounds.catalogue import CATALOGUE, entry
+from mibounds.catalogue import entry
 from mibounds.harness.config import Params, check_keys, digest, freeze_params, params_label
 from mibounds.harness.data import derive_seed
 from mibounds.harness.interface import KINDS, Kind
@@ -44,7 +44,7 @@ from mibounds.provenance import provenance
 from mibounds.records import SCHEMA_VERSION, check_record
 from mibounds.tasks import TASKS, Task, split_one_vs_rest
 
-__all__ = ["CLASSICAL", "EstimateConfig", "applicable_estimators", "sample_task", "train_group"]
+__all__ = ["CLASSICAL", "EstimateConfig", "sample_task", "train_group"]
 
 
 def _classical() -> dict[str, Callable[..., float]]:
@@ -56,25 +56,6 @@ def _classical() -> dict[str, Callable[..., float]]:
 CLASSICAL = ("cca", "ksg")
 """The classical estimators a setting may name: ``cca`` (``mibounds.classical.cca_mi``, the
 Gaussian MI of the sample covariance) and ``ksg`` (``ksg_mi``, k = 3 nearest neighbours)."""
-
-
-def applicable_estimators(views: bool) -> tuple[str, ...]:
-    """The catalogue estimators ``mibounds.estimate`` trains, in catalogue order: on pairs,
-    those that take pairwise scores and keep no per-item state (``Entry.takes == "scores"``);
-    on views, the poly-view ones that estimate the one-vs-rest MI.
-
-    Example:
-        >>> applicable_estimators(views=True)
-        ('arithmetic', 'geometric', 'arithmetic_printed', 'sufficient_statistics')
-    """
-    if views:
-        wanted = ("polyview_scores", "views_and_critic")
-        return tuple(
-            n
-            for n, e in CATALOGUE.items()
-            if e.takes in wanted and e.estimates == "one_vs_rest" and not e.per_item
-        )
-    return tuple(n for n, e in CATALOGUE.items() if e.takes == "scores" and not e.per_item)
 
 
 def _estimate_options() -> tuple[str, ...]:
@@ -129,6 +110,8 @@ class EstimateConfig:
                 )
             set_(self, "options", ())  # it does not train: a grid's options do not apply
             return
+        from mibounds.estimation import applicable_estimators  # estimation imports the harness
+
         views = self.task_spec.views is not None
         names = applicable_estimators(views)
         if self.estimator not in names:

@@ -22,7 +22,8 @@ import pandas as pd
 import seaborn as sns
 
 from mibounds import plots
-from mibounds.harness.benchmark import CLASSICAL, applicable_estimators
+from mibounds.estimation import applicable_estimators
+from mibounds.harness.benchmark import CLASSICAL
 from mibounds.reproductions.report import Context, markdown_table, pm_table, write_text
 
 __all__ = ["BIAS_RANGE", "TOLERANCE", "figure", "findings", "report", "summary", "task_group"]
