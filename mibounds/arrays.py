@@ -17,10 +17,10 @@ columns (which), non-numeric columns, arrays of the wrong rank, too few rows.
   ``views`` one array ``(n, M, d)`` (default ``"views"`` when the archive has no x and y);
 - ``.npy``: one array; a 3-D one is the views; a 2-D one needs ``x`` and ``y`` as its column
   indices, ``"0:5"`` (a slice) or ``"0,2,4"`` (a list);
-- ``.csv`` / ``.parquet`` (pandas; parquet needs pyarrow or fastparquet): ``x`` and ``y`` are
-  each a column name, a comma list of names (``"a,b,c"``), or a prefix (``"x"`` picks ``x0,
-  x1, ...``, ``x_1, x.2, x[3], x-4``: the prefix then a digit, ``_``, ``.``, ``[`` or ``-``),
-  tried in that order; default ``"x"`` and ``"y"``.
+- ``.csv`` / ``.parquet`` (pandas; parquet needs pyarrow, the ``parquet`` extra, or
+  fastparquet): ``x`` and ``y`` are each a column name, a comma list of names (``"a,b,c"``),
+  or a prefix (``"x"`` picks ``x0, x1, ...``, ``x_1, x.2, x[3], x-4``: the prefix then a
+  digit, ``_``, ``.``, ``[`` or ``-``), tried in that order; default ``"x"`` and ``"y"``.
 
 An unknown key or column is refused listing the ones the file has.
 """

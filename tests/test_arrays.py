@@ -130,8 +130,11 @@ def test_csv_names_lists_and_prefixes(tmp_path) -> None:
 
 def test_parquet_is_read_with_pandas(tmp_path) -> None:
     pytest.importorskip("pyarrow")
-    pd.DataFrame({"x": X[:, 0], "y": Y[:, 0]}).to_parquet(tmp_path / "t.parquet")
-    assert load_arrays(tmp_path / "t.parquet")["x"].shape == (20, 1)
+    frame = pd.DataFrame({"x0": X[:, 0], "x1": X[:, 1], "target": Y[:, 0]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    out = load_arrays(tmp_path / "t.parquet", y="target")  # x: the prefix picks x0, x1
+    np.testing.assert_allclose(out["x"], X[:, :2])
+    np.testing.assert_allclose(out["y"][:, 0], Y[:, 0])
 
 
 BAD_FILES = [
