@@ -302,3 +302,54 @@ def test_the_digits_grids_are_the_scripts_runs():
     }
     for sweep in (polyview, baselines, load_grid("digits-polyview", quick=True)):
         assert sum(s.epochs == 0 for s in sweep.settings) == 1  # the floor
+
+
+def _digits_records(rows: list[tuple[str, int, int, int, str]]) -> pd.DataFrame:
+    """Records of trained digits runs: ``(objective, views, batch_size, seed, setting_key)``."""
+    return pd.DataFrame(
+        {
+            "objective": objective,
+            "views": views,
+            "batch_size": batch,
+            "seed": seed,
+            "setting_key": key,
+            "epochs": 1,
+            "relative_compute": views / 2,
+            "knn_top1": 0.9 + seed / 100,
+            "linear_top1": 0.95,
+            "wall_time_s": 1.0,
+            "probe_seconds": 1.0,
+            "final_loss": 1.0,
+            "steps": 10,
+            "config": {"objective_params": {}},
+        }
+        for objective, views, batch, seed, key in rows
+    )
+
+
+def test_digits_tables_list_runs_in_grid_order_and_count_seeds_per_setting():
+    """Records come in the order runs finished (``--jobs 2`` interleaves them); the tables'
+    rows must not, and two settings that differ only in a parameter (Barlow Twins' beta) are
+    not one setting of twice the seeds."""
+    from mibounds.reproductions.digits_polyview import digits_runs, seeds_per_setting
+
+    rows = [
+        (objective, views, 16 if views == 4 else 32, seed, key)
+        for objective, views, key in [
+            ("simclr", 2, "s"),
+            ("sufficient_statistics", 4, "ss4"),
+            ("multicrop", 4, "mc4"),
+            ("barlow_multiview", 2, "bt-strong"),
+            ("barlow_multiview", 2, "bt-weak"),
+        ]
+        for seed in (0, 1, 2)
+    ]
+    finished = _digits_records(rows[::-1])  # the reverse of the grid's order
+    trained, _, _ = digits_runs(finished)
+    listed = list(zip(trained["objective"], trained["seed"], strict=True))
+    assert listed[:6] == [("simclr", 0), ("simclr", 1), ("simclr", 2)] + [
+        ("multicrop", s) for s in range(3)
+    ]
+    assert [o for o, _ in listed[6:9]] == ["sufficient_statistics"] * 3
+    assert seeds_per_setting(trained) == 3
+    assert seeds_per_setting(trained.iloc[1:]) == 3 and seeds_per_setting(trained.iloc[:2]) == 2

@@ -27,6 +27,7 @@ from mibounds.reproductions.digits_polyview import (
     floor_line,
     markdown,
     relative,
+    seeds_per_setting,
     setup_text,
     summarise,
     t_stats,
@@ -66,6 +67,14 @@ def sogclr_against_simclr(df: pd.DataFrame) -> pd.DataFrame:
         base = df[(df["objective"] == "simclr") & (df["epochs"] == epochs)]
         rows.append({"epochs": epochs, **difference(own, base)})
     return pd.DataFrame(rows, columns=["epochs", *DIFF_COLUMNS])
+
+
+def _by_config(barlow: pd.DataFrame, configs: tuple[tuple[int, float], ...]) -> pd.DataFrame:
+    """The Barlow Twins runs in ``barlow_configs`` order, then by M (stable: seeds keep theirs)."""
+    index = [
+        configs.index((int(w), float(b))) for w, b in zip(barlow.width, barlow.beta, strict=True)
+    ]
+    return barlow.assign(_config=index).sort_values(["_config", "views"], kind="stable")
 
 
 def _range(values: pd.Series) -> str:
@@ -241,13 +250,13 @@ def report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
 
     df, floor, config = digits_runs(frame)
     df = with_projector(df)
-    seeds = int(df.groupby(["objective", "views", "batch_size", "epochs", "width"]).size().max())
+    seeds = seeds_per_setting(df)
     figure = plots.save(_figure(df, floor, config, seeds), ctx.figures / FIGURE)
     is_barlow = df["objective"] == "barlow_multiview"
     contrastive = _shown(summarise(df[~is_barlow]), {"objective": "objective", "epochs": "epochs"})
-    barlow_summary = summarise(df[is_barlow], extra_keys=("width", "beta"))
-    barlow = _shown(barlow_summary, {"width": "D (projector width)", "beta": "beta"})
     configs = barlow_configs(df[is_barlow])
+    barlow_summary = summarise(_by_config(df[is_barlow], configs), extra_keys=("width", "beta"))
+    barlow = _shown(barlow_summary, {"width": "D (projector width)", "beta": "beta"})
     (small_d, strong), (wide_d, weak) = configs[:2]
     sogclr = sogclr_against_simclr(df)
     comparison = barlow_against(df)

@@ -32,6 +32,7 @@ __all__ = [
     "floor_line",
     "markdown",
     "report",
+    "seeds_per_setting",
     "setup_text",
     "summarise",
     "t_stats",
@@ -101,7 +102,39 @@ def digits_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         relative_compute=trained["relative_compute"] * trained["epochs"] / e,
     )
     config = {**trained["config"].iloc[0], "E": e, "K": k}
-    return trained, floor, config
+    return _in_grid_order(trained), floor, config
+
+
+# the order the pages list objectives and regimes in (records come in the order runs finished)
+OBJECTIVE_ORDER = (
+    "simclr",
+    "sogclr",
+    "multicrop",
+    "geometric",
+    "arithmetic",
+    "sufficient_statistics",
+    "barlow_multiview",
+)
+REGIME_ORDER = ("both", "K fixed", "KxM fixed")
+
+
+def _in_grid_order(trained: pd.DataFrame) -> pd.DataFrame:
+    """The trained runs sorted by objective (``OBJECTIVE_ORDER``, then others by name), views,
+    regime, epochs and seed: the tables' row order, whatever order the runs finished in."""
+
+    def rank(column: pd.Series) -> pd.Series:
+        order = {"objective": OBJECTIVE_ORDER, "regime": REGIME_ORDER}.get(column.name)
+        if order is None:
+            return column
+        return column.map(lambda v: (order.index(v), "") if v in order else (len(order), v))
+
+    keys = ["objective", "views", "regime", "epochs", "seed"]
+    return trained.sort_values(keys, key=rank, kind="stable").reset_index(drop=True)
+
+
+def seeds_per_setting(trained: pd.DataFrame) -> int:
+    """The most seeds any one setting (``setting_key``) of the trained runs has."""
+    return int(trained.groupby("setting_key").size().max())
 
 
 def _percent(values: pd.Series) -> str:
@@ -352,7 +385,7 @@ def report(frame: pd.DataFrame, ctx: Context) -> list[Path]:
     from mibounds import plots
 
     df, floor, config = digits_runs(frame)
-    seeds = int(df.groupby(["objective", "views", "batch_size", "epochs"]).size().max())
+    seeds = seeds_per_setting(df)
     figure = plots.save(_figure(df, floor, config, seeds), ctx.figures / FIGURE)
     comparison = against_epochs(df)
     shown = comparison.round(dict.fromkeys(DIFF_COLUMNS, 1)).rename(columns=DIFF_COLUMNS)
